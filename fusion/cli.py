@@ -1,0 +1,234 @@
+"""The reference command line (MagicFusion's ``scripts/stable_txt2img.py``), flag-compatible.
+
+    python -m fusion --model0 GENERAL --model1 EXPERT --outdir OUT \\
+        --prompt "expert prompt" --prompt1 "general prompt" --fusion_selection 600,1,1 --mode 2
+
+Writes, per seed, with ``name = seed_{seed}_{fusion_selection with ',' -> '_'}``::
+
+    OUT/general_model_0/samples_{name}/00000.jpg ...   OUT/general_model_0/{name}.jpg (grid)
+    OUT/expert_model_0/...                              (likewise)
+    OUT/fusion_ge_{mode}/...                            (fusion_eg_{mode} when the expert is primary)
+
+Beyond the reference: ``--seed`` takes several seeds and is honoured (the reference ignored it),
+``--expert_primary`` swaps the roles, existing files are never overwritten without
+``--overwrite``, and every input is checked before any model loads.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .loading import PROJECT_ROOT, ModelLoadError, is_model_source
+from .schedule import MODE_HELP, check_mode, parse_fusion_selection
+
+TOY_GENERAL = PROJECT_ROOT / "assets" / "models" / "toy-general"
+TOY_EXPERT = PROJECT_ROOT / "assets" / "models" / "toy-cartoon"
+TOY_DEFAULT_PROMPT = PROJECT_ROOT / "assets" / "models" / "default_prompt.txt"
+
+
+def _default_prompt() -> str:
+    try:
+        return TOY_DEFAULT_PROMPT.read_text().strip()
+    except OSError:
+        return "a red circle"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m fusion",
+        description="MagicFusion: fuse two text-to-image diffusion models with Saliency-aware Noise "
+                    "Blending. Writes the general model's, the expert's and the fused images.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model0", default=str(TOY_GENERAL),
+                   help="general model: a diffusers folder or a single .safetensors/.ckpt (SD 1.x layout)")
+    p.add_argument("--model1", default=str(TOY_EXPERT), help="expert model (same family as model0)")
+    p.add_argument("--config", default=None,
+                   help="config folder (diffusers layout) for single-file checkpoints; default: the shipped SD 1.x configs")
+    p.add_argument("--outdir", default="outputs/txt2img-samples", help="output folder")
+    p.add_argument("--prompt", default=None, help="prompt for the expert (default: the toy world's example prompt)")
+    p.add_argument("--prompt1", default=None, help="prompt for the general model (default: --prompt)")
+    p.add_argument("--from_file", default=None,
+                   help="run every line of this file: 'prompt' or 'prompt<TAB>prompt1'")
+    p.add_argument("--negative_prompt", default="", help="unconditional prompt (reference: empty)")
+    p.add_argument("--fusion_selection", default="600,1,1",
+                   help="'v1,kg,ke': v1 the DDPM timestep where the mode switches (0..1000), kg/ke > 0 the "
+                        "softmax sharpness of the primary's/secondary's saliency")
+    p.add_argument("--mode", type=int, default=2, help="; ".join(MODE_HELP.values()))
+    p.add_argument("--expert_primary", action="store_true",
+                   help="make the expert (model1) the primary: its text encoder, scheduler and VAE drive the fused run")
+    p.add_argument("--prompt_routing", choices=("role", "model"), default="role",
+                   help="fused run: 'role' = primary UNet gets prompt1, secondary gets prompt (reference); "
+                        "'model' = general UNet gets prompt1, expert UNet gets prompt")
+    p.add_argument("--own_uncond", action="store_true",
+                   help="secondary saliency subtracts its own uncond noise (reference: the primary's)")
+    p.add_argument("--ddim_steps", type=int, default=100, help="DDIM sampling steps")
+    p.add_argument("--ddim_eta", type=float, default=0.0, help="DDIM eta (only 0 is supported, as in the reference)")
+    p.add_argument("--scale", type=float, default=10.0, help="classifier-free guidance scale")
+    p.add_argument("--H", type=int, default=None, help="image height in pixels (default: the model's native size)")
+    p.add_argument("--W", type=int, default=None, help="image width in pixels (default: the model's native size)")
+    p.add_argument("--n_samples", type=int, default=8, help="images per seed (one batch)")
+    p.add_argument("--n_iter", type=int, default=1, help="run this many consecutive seeds starting at each --seed")
+    p.add_argument("--seed", type=int, nargs="+", default=[6854], help="seed(s) of the shared initial noise x_T")
+    p.add_argument("--skip_grid", action="store_true", help="do not write the grid images")
+    p.add_argument("--skip_save", action="store_true", help="do not write the individual samples")
+    p.add_argument("--only", choices=("general", "expert", "fused"), nargs="+", default=None,
+                   help="produce only these of the three images")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
+                   help="weights dtype: auto = fp16 on CUDA, fp32 on CPU")
+    p.add_argument("--batch_trajectories", action="store_true",
+                   help="one UNet call per model per step for all three runs (faster on GPUs)")
+    p.add_argument("--overwrite", action="store_true", help="replace files that already exist in --outdir")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def output_dirs(outdir: Path, mode: int, expert_primary: bool) -> dict[str, Path]:
+    return {"general": outdir / "general_model_0", "expert": outdir / "expert_model_0",
+            "fused": outdir / f"fusion_{'eg' if expert_primary else 'ge'}_{mode}"}
+
+
+def planned_files(outdir: Path, mode: int, expert_primary: bool, names: list[str], n_samples: int,
+                  which: tuple[str, ...], skip_grid: bool, skip_save: bool) -> list[Path]:
+    dirs = output_dirs(outdir, mode, expert_primary)
+    files = []
+    for traj in which:
+        for name in names:
+            if not skip_save:
+                files += [dirs[traj] / f"samples_{name}" / f"{i:05d}.jpg" for i in range(n_samples)]
+            if not skip_grid:
+                files.append(dirs[traj] / f"{name}.jpg")
+    return files
+
+
+def make_grid(images: np.ndarray, padding: int = 2) -> Image.Image:
+    """One row of all samples with ``padding`` black pixels around each (torchvision's make_grid look)."""
+    n, h, w, c = images.shape
+    grid = np.zeros((h + 2 * padding, n * (w + padding) + padding, c), dtype=np.uint8)
+    for i, im in enumerate(images):
+        x = padding + i * (w + padding)
+        grid[padding:padding + h, x:x + w] = im
+    return Image.fromarray(grid)
+
+
+def _read_prompts(args) -> list[tuple[str, str]]:
+    if args.from_file:
+        path = Path(args.from_file)
+        if not path.is_file():
+            raise ValueError(f"--from_file: file not found: {path}")
+        pairs = []
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            parts = line.split("\t")
+            pairs.append((parts[0].strip(), (parts[1] if len(parts) > 1 else parts[0]).strip()))
+        if not pairs:
+            raise ValueError(f"--from_file: the prompt list in {path} is empty (one prompt, or "
+                             f"'prompt<TAB>prompt1', per line)")
+        return pairs
+    prompt = _default_prompt() if args.prompt is None else args.prompt
+    return [(prompt, prompt if args.prompt1 is None else args.prompt1)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except (ValueError, ModelLoadError) as e:
+        parser.exit(2, f"error: {e}\n")
+
+
+def _run(args) -> int:
+    # 1. every input checked before any model loads
+    sel = parse_fusion_selection(args.fusion_selection)
+    mode = check_mode(args.mode)
+    if args.ddim_eta != 0:
+        raise ValueError(f"--ddim_eta: only 0 (deterministic DDIM, as the reference) is supported, got {args.ddim_eta}")
+    for flag in ("ddim_steps", "n_samples", "n_iter"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    if not 1 <= args.ddim_steps <= 1000:
+        raise ValueError(f"--ddim_steps must be in 1..1000, got {args.ddim_steps}")
+    for flag in ("H", "W"):
+        v = getattr(args, flag)
+        if v is not None and (v < 8 or v % 8):
+            raise ValueError(f"--{flag} must be a positive multiple of 8 (the SD VAE factor), got {v}")
+    for flag in ("model0", "model1"):
+        path = Path(getattr(args, flag)).expanduser()
+        if not path.exists():
+            hint = (" (the embedded toy models are missing from this checkout)"
+                    if str(path).startswith(str(PROJECT_ROOT / "assets")) else "")
+            raise ValueError(f"--{flag}: model not found: {path}{hint}")
+        if not is_model_source(path):
+            raise ValueError(f"--{flag}: {path} is not a model: expected a diffusers folder "
+                             f"(model_index.json) or a .safetensors/.ckpt file")
+    pairs = _read_prompts(args)
+    seeds = [s + k for s in args.seed for k in range(args.n_iter)]
+    if any(s < 0 for s in seeds):
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    which = tuple(args.only) if args.only else ("general", "expert", "fused")
+    outdir = Path(args.outdir)
+    names = [f"seed_{seed}_{sel.slug}" for seed in seeds]
+    if len(pairs) > 1:
+        names = [f"{n}_p{j:03d}" for j in range(len(pairs)) for n in names]
+    existing = [f for f in planned_files(outdir, mode, args.expert_primary, names, args.n_samples, which,
+                                         args.skip_grid, args.skip_save) if f.exists()]
+    if existing and not args.overwrite:
+        raise ValueError(f"{len(existing)} output file(s) already exist, e.g. {existing[0]}; nothing was "
+                         f"overwritten. Pass --overwrite to replace them, or choose another --outdir")
+
+    # 2. models
+    import torch
+    from tqdm import tqdm
+    from .loading import default_device, default_dtype
+    from .pipeline import FusionPipeline, FusionSettings, to_uint8
+
+    device = torch.device(args.device) if args.device else default_device()
+    dtype = {"auto": default_dtype(device), "fp32": torch.float32, "fp16": torch.float16,
+             "bf16": torch.bfloat16}[args.precision]
+    pipe = FusionPipeline.from_paths(args.model0, args.model1, device=device, dtype=dtype, config_dir=args.config)
+    settings = FusionSettings(
+        fusion_selection=sel, mode=mode, primary="expert" if args.expert_primary else "general",
+        steps=args.ddim_steps, guidance_scale=args.scale, height=args.H, width=args.W,
+        n_samples=args.n_samples, negative_prompt=args.negative_prompt, prompt_routing=args.prompt_routing,
+        own_uncond=args.own_uncond, trajectories=which, capture_saliency=False,
+        batch_trajectories=args.batch_trajectories)
+
+    # 3. run and write
+    dirs = output_dirs(outdir, mode, args.expert_primary)
+    written = 0
+    for j, (prompt, prompt1) in enumerate(pairs):
+        bar = None if args.quiet else tqdm(total=len(seeds) * args.ddim_steps, desc=f"prompt {j + 1}/{len(pairs)}",
+                                           unit="step", file=sys.stderr)
+        results = pipe(prompt, prompt1, settings, seeds=seeds,
+                       callback=(lambda si, ev: bar.update(1)) if bar else None)
+        if bar:
+            bar.close()
+        for res in results:
+            name = f"seed_{res.seed}_{sel.slug}" + (f"_p{j:03d}" if len(pairs) > 1 else "")
+            for traj in which:
+                arr = to_uint8(res.images[traj], rounding="truncate")
+                if not args.skip_save:
+                    sdir = dirs[traj] / f"samples_{name}"
+                    sdir.mkdir(parents=True, exist_ok=True)
+                    for i, im in enumerate(arr):
+                        Image.fromarray(im).save(sdir / f"{i:05d}.jpg")
+                        written += 1
+                if not args.skip_grid:
+                    dirs[traj].mkdir(parents=True, exist_ok=True)
+                    make_grid(arr).save(dirs[traj] / f"{name}.jpg")
+                    written += 1
+            print(f"seed {res.seed}: {res.stats.total_calls} UNet calls {dict(res.stats.calls)}, "
+                  f"{res.seconds:.2f} s", file=sys.stderr)
+    print(f"wrote {written} image(s) to {outdir}/ ({', '.join(str(dirs[t].name) for t in which)})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,303 @@
+"""The fusion pipeline: check inputs, encode prompts, prepare x_T, denoise, decode.
+
+In the spirit of diffusers' ``pipeline_stable_diffusion.py``: a fixed order of stages, every
+input validated before any model runs. One request makes up to three images per sample from
+one shared x_T: the general model alone (``prompt1``), the expert alone (``prompt``), and the
+fused result (MagicFusion SNB).
+
+Prompt routing in the fused run (the reference's, the default ``prompt_routing="role"``): the
+primary's UNet gets ``prompt1`` and the secondary's UNet gets ``prompt``; the primary's text
+encoder encodes every prompt of the fused run, its VAE decodes the result. ``"model"`` routes
+by model instead: the general UNet always gets ``prompt1``, the expert UNet ``prompt``.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .loading import (DiffusionModel, check_fusable, load_model, share_identical_components)
+from .sampler import (SamplerStats, StepEvent, Trajectory, UNetDenoiser, alphas_cumprod, ddim_timesteps,
+                      sample_trajectories)
+from .schedule import FusionSelection, check_mode, parse_fusion_selection
+
+__all__ = ["FusionSettings", "SaliencyStep", "FusionResult", "FusionPipeline", "TRAJECTORIES",
+           "to_uint8", "to_pil", "initial_noise"]
+
+TRAJECTORIES = ("general", "expert", "fused")
+
+
+@dataclass
+class FusionSettings:
+    """Every knob of one fusion request. Defaults reproduce the reference script.
+
+    fusion_selection: "v1,kg,ke" (v1 a DDPM timestep 0..1000, kg/ke softmax sharpness > 0).
+    mode: 0 primary alone; 1 primary alone for t > v1 then SNB; 2 SNB for t > v1 then primary.
+    primary: "general" (model0, the reference's default) or "expert" (model1).
+    steps: DDIM steps (eta 0). guidance_scale: classifier-free guidance scale.
+    height/width: image size in pixels; None = the primary UNet's native size. Must be a multiple
+        of the VAE factor.
+    n_samples: images per seed (one batch). negative_prompt: the "unconditional" prompt ("" as in
+        the reference).
+    prompt_routing: "role" (reference) or "model" (see the module doc).
+    own_uncond: secondary saliency uses the secondary's own uncond noise (reference: primary's).
+    trajectories: which of "general", "expert", "fused" to produce.
+    capture_saliency: keep every SNB step's maps (for the saliency view).
+    share: compute identical UNet evaluations of different trajectories once.
+    batch_trajectories: one UNet call per model per step for all trajectories (helps on GPUs).
+    """
+
+    fusion_selection: str | FusionSelection = "600,1,1"
+    mode: int = 2
+    primary: str = "general"
+    steps: int = 100
+    guidance_scale: float = 10.0
+    height: int | None = None
+    width: int | None = None
+    n_samples: int = 8
+    negative_prompt: str = ""
+    prompt_routing: str = "role"
+    own_uncond: bool = False
+    trajectories: tuple[str, ...] = TRAJECTORIES
+    capture_saliency: bool = True
+    share: bool = True
+    batch_trajectories: bool = False
+
+    def validated(self) -> "FusionSettings":
+        """A copy with parsed/normalised fields, or a ValueError naming the field."""
+        sel = parse_fusion_selection(self.fusion_selection)
+        mode = check_mode(self.mode)
+        if self.primary not in ("general", "expert"):
+            raise ValueError(f"primary must be 'general' or 'expert', got {self.primary!r}")
+        if self.prompt_routing not in ("role", "model"):
+            raise ValueError(f"prompt_routing must be 'role' or 'model', got {self.prompt_routing!r}")
+        if not isinstance(self.steps, (int, np.integer)) or not 1 <= int(self.steps) <= 1000:
+            raise ValueError(f"steps must be an integer in 1..1000, got {self.steps!r}")
+        if not np.isfinite(float(self.guidance_scale)):
+            raise ValueError(f"guidance_scale must be a finite number, got {self.guidance_scale!r}")
+        if not isinstance(self.n_samples, (int, np.integer)) or int(self.n_samples) < 1:
+            raise ValueError(f"n_samples must be an integer >= 1, got {self.n_samples!r}")
+        traj = tuple(self.trajectories)
+        bad = [t for t in traj if t not in TRAJECTORIES]
+        if bad or not traj:
+            raise ValueError(f"trajectories must be a non-empty subset of {TRAJECTORIES}, got {traj}")
+        return replace(self, fusion_selection=sel, mode=mode, steps=int(self.steps),
+                       n_samples=int(self.n_samples), guidance_scale=float(self.guidance_scale),
+                       trajectories=traj)
+
+
+@dataclass
+class SaliencyStep:
+    """The maps of one SNB step of the fused trajectory (CPU float32, (n, 1, h, w) each)."""
+
+    index: int
+    t: int
+    mask: torch.Tensor
+    saliency_p: torch.Tensor
+    saliency_s: torch.Tensor
+    raw_p: torch.Tensor
+    raw_s: torch.Tensor
+
+    @property
+    def secondary_share(self) -> torch.Tensor:
+        return self.mask.flatten(1).mean(dim=1)
+
+
+@dataclass
+class FusionResult:
+    """Images per trajectory ((n, 3, H, W) float in [0, 1], CPU) for one seed, and what was seen."""
+
+    seed: int
+    settings: FusionSettings
+    images: dict[str, torch.Tensor]
+    saliency: list[SaliencyStep] = field(default_factory=list)
+    stats: SamplerStats = field(default_factory=SamplerStats)
+    seconds: float = 0.0
+
+    def pil(self, trajectory: str, rounding: str = "round") -> list[Image.Image]:
+        return to_pil(self.images[trajectory], rounding)
+
+
+def to_uint8(images: torch.Tensor, rounding: str = "round") -> np.ndarray:
+    """(n, 3, H, W) in [0, 1] -> (n, H, W, 3) uint8. ``rounding="truncate"`` matches the
+    reference script's ``astype(np.uint8)`` of 255 x."""
+    x = images.detach().float().clamp(0, 1).mul(255).permute(0, 2, 3, 1).cpu().numpy()
+    if rounding == "round":
+        x = np.rint(x)
+    elif rounding != "truncate":
+        raise ValueError(f"rounding must be 'round' or 'truncate', got {rounding!r}")
+    return x.astype(np.uint8)
+
+
+def to_pil(images: torch.Tensor, rounding: str = "round") -> list[Image.Image]:
+    return [Image.fromarray(a) for a in to_uint8(images, rounding)]
+
+
+def initial_noise(seed: int, n: int, channels: int, h: int, w: int) -> torch.Tensor:
+    """x_T: the first draw of a CPU generator seeded with ``seed`` (same on every machine)."""
+    g = torch.Generator(device="cpu").manual_seed(int(seed))
+    return torch.randn((n, channels, h, w), generator=g, dtype=torch.float32)
+
+
+class FusionPipeline:
+    """Two models of one family, ready to fuse. ``model0`` is the general model, ``model1`` the expert."""
+
+    def __init__(self, model0: DiffusionModel, model1: DiffusionModel, dedupe: bool = True):
+        check_fusable(model0, model1)
+        self.model0, self.model1 = model0, model1
+        self.shared_components = share_identical_components(model0, model1) if dedupe else []
+        self._denoisers: dict[int, UNetDenoiser] = {}
+
+    @classmethod
+    def from_paths(cls, model0: str, model1: str, device=None, dtype=None, config_dir=None) -> "FusionPipeline":
+        m0 = load_model(model0, device=device, dtype=dtype, config_dir=config_dir)
+        m1 = load_model(model1, device=device, dtype=dtype, config_dir=config_dir)
+        return cls(m0, m1)
+
+    # ---- roles --------------------------------------------------------------------------------
+    def roles(self, primary: str) -> tuple[DiffusionModel, DiffusionModel]:
+        """(primary, secondary) models."""
+        return (self.model0, self.model1) if primary == "general" else (self.model1, self.model0)
+
+    def _denoiser(self, model: DiffusionModel) -> UNetDenoiser:
+        d = self._denoisers.get(id(model.unet))
+        if d is None or d.unet is not model.unet:
+            name = "general_unet" if model.unet is self.model0.unet else "expert_unet"
+            d = UNetDenoiser(model.unet, alphas_cumprod(model.scheduler_config), model.prediction_type, name)
+            self._denoisers[id(model.unet)] = d
+        return d
+
+    # ---- stage 1 ------------------------------------------------------------------------------
+    def check_inputs(self, prompt: str, prompt1: str, settings: FusionSettings, seeds: Sequence[int]) -> FusionSettings:
+        s = settings.validated()
+        for label, p in (("prompt", prompt), ("prompt1", prompt1), ("negative_prompt", s.negative_prompt)):
+            if not isinstance(p, str):
+                raise ValueError(f"{label} must be a string, got {type(p).__name__}")
+        if not seeds:
+            raise ValueError("seeds must list at least one integer seed")
+        for seed in seeds:
+            if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2 ** 63:
+                raise ValueError(f"seed must be an integer in 0..2^63-1, got {seed!r}")
+        primary, _ = self.roles(s.primary)
+        f = primary.vae_scale_factor
+        h = s.height or primary.native_size
+        w = s.width or primary.native_size
+        for label, v in (("height", h), ("width", w)):
+            if not isinstance(v, (int, np.integer)) or v < f or v % f:
+                raise ValueError(f"{label} must be a positive multiple of the VAE factor {f} "
+                                 f"(e.g. {primary.native_size}), got {v!r}")
+        s0 = self.model0.scheduler_config.get("num_train_timesteps", 1000)
+        if s.steps > s0:
+            raise ValueError(f"steps must be at most the training timesteps ({s0}), got {s.steps}")
+        return replace(s, height=int(h), width=int(w))
+
+    # ---- stage 2 ------------------------------------------------------------------------------
+    def encode(self, prompt: str, prompt1: str, s: FusionSettings) -> list[Trajectory]:
+        """Text embeddings, each prompt encoded once per text encoder, as trajectories."""
+        memo: dict[tuple[int, str], torch.Tensor] = {}
+
+        def emb(model: DiffusionModel, text: str) -> torch.Tensor:
+            k = (id(model.text_encoder), text)
+            if k not in memo:
+                memo[k] = model.encode_prompts([text])
+            return memo[k]
+
+        general, expert = self.model0, self.model1
+        primary, secondary = self.roles(s.primary)
+        sel: FusionSelection = s.fusion_selection
+        out = []
+        if "general" in s.trajectories:
+            out.append(Trajectory("general", self._denoiser(general), emb(general, s.negative_prompt),
+                                  emb(general, prompt1)))
+        if "expert" in s.trajectories:
+            out.append(Trajectory("expert", self._denoiser(expert), emb(expert, s.negative_prompt),
+                                  emb(expert, prompt)))
+        if "fused" in s.trajectories:
+            if s.prompt_routing == "role":
+                p_text, s_text = prompt1, prompt
+            else:
+                p_text, s_text = (prompt1, prompt) if primary is general else (prompt, prompt1)
+            u = emb(primary, s.negative_prompt)
+            out.append(Trajectory(
+                "fused", self._denoiser(primary), u, emb(primary, p_text),
+                secondary=self._denoiser(secondary), secondary_uncond=u, secondary_cond=emb(primary, s_text),
+                v1=sel.v1, mode=s.mode, kg=sel.kg, ke=sel.ke, own_uncond=s.own_uncond))
+        return out
+
+    # ---- stage 3 ------------------------------------------------------------------------------
+    def prepare_latents(self, seed: int, s: FusionSettings) -> torch.Tensor:
+        primary, _ = self.roles(s.primary)
+        f = primary.vae_scale_factor
+        x = initial_noise(seed, s.n_samples, primary.latent_channels, s.height // f, s.width // f)
+        return x.to(device=primary.device, dtype=primary.dtype)
+
+    # ---- stage 5 ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def decode(self, latents: dict[str, torch.Tensor], s: FusionSettings) -> dict[str, torch.Tensor]:
+        """Each trajectory through its model's VAE; trajectories sharing a VAE decode as one batch."""
+        primary, _ = self.roles(s.primary)
+        owner = {"general": self.model0, "expert": self.model1, "fused": primary}
+        groups: dict[int, list[str]] = {}
+        for name in latents:
+            groups.setdefault(id(owner[name].vae), []).append(name)
+        images = {}
+        for names in groups.values():
+            model = owner[names[0]]
+            # identical latents (shared trajectories) decode once
+            uniq: dict[int, torch.Tensor] = {}
+            for nm in names:
+                uniq.setdefault(id(latents[nm]), latents[nm])
+            z = torch.cat(list(uniq.values())) / model.scaling_factor
+            x = model.vae.decode(z.to(model.vae.dtype), return_dict=False)[0]
+            x = ((x.float() + 1) / 2).clamp(0, 1).cpu()
+            n = latents[names[0]].shape[0]
+            pos = {k: j for j, k in enumerate(uniq)}
+            for nm in names:
+                j = pos[id(latents[nm])]
+                images[nm] = x[j * n:(j + 1) * n]
+        return images
+
+    # ---- the whole request --------------------------------------------------------------------
+    def __call__(
+        self,
+        prompt: str,
+        prompt1: str | None = None,
+        settings: FusionSettings | None = None,
+        seeds: Sequence[int] = (6854,),
+        callback: Callable[[int, StepEvent], None] | None = None,
+        cancel=None,
+    ) -> list[FusionResult]:
+        """Run one request for each seed. ``prompt`` goes to the expert, ``prompt1`` (default: the
+        same text) to the general model. ``callback(seed_index, event)`` after every step."""
+        prompt1 = prompt if prompt1 is None else prompt1
+        s = self.check_inputs(prompt, prompt1, settings or FusionSettings(), list(seeds))
+        primary, _ = self.roles(s.primary)
+        trajectories = self.encode(prompt, prompt1, s)
+        timesteps = ddim_timesteps(s.steps, int(primary.scheduler_config.get("num_train_timesteps", 1000)),
+                                   int(primary.scheduler_config.get("steps_offset", 1)))
+        alphas = alphas_cumprod(primary.scheduler_config)
+        results = []
+        for si, seed in enumerate(seeds):
+            t0 = time.perf_counter()
+            x_T = self.prepare_latents(seed, s)
+            captured: list[SaliencyStep] = []
+
+            def on_step(ev: StepEvent, si=si, captured=captured):
+                r = ev.snb.get("fused")
+                if r is not None and s.capture_saliency:
+                    captured.append(SaliencyStep(ev.index, ev.t, *(v.detach().float().cpu() for v in (
+                        r.mask, r.saliency_p, r.saliency_s, r.raw_p, r.raw_s))))
+                if callback is not None:
+                    callback(si, ev)
+
+            latents, stats = sample_trajectories(
+                trajectories, x_T, timesteps, alphas, s.guidance_scale, callback=on_step, cancel=cancel,
+                share=s.share, batch_trajectories=s.batch_trajectories)
+            images = self.decode(latents, s)
+            results.append(FusionResult(seed=int(seed), settings=s, images=images, saliency=captured,
+                                        stats=stats, seconds=time.perf_counter() - t0))
+        return results

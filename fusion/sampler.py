@@ -1,0 +1,307 @@
+"""DDIM sampling of the three trajectories of one fusion request.
+
+In the spirit of k-diffusion's ``sampling.py``: pure functions over denoiser callables, and a
+callback per step (previews, progress bars and saliency capture plug in there).
+
+* DDIM (Song et al., "Denoising Diffusion Implicit Models", ICLR 2021, Eq. 12 with eta=0), with
+  the timesteps and alphas of the LDM sampler (Rombach et al. 2022, ``ddim.py``):
+  "leading" spacing plus ``steps_offset`` (100 steps -> 991, 981, ..., 1), and the first
+  training alpha as the final "previous" alpha (``set_alpha_to_one=False``).
+* Classifier-free guidance (Ho & Salimans 2022): eps = u + s (c - u).
+* Saliency-aware Noise Blending (MagicFusion, Zhao et al. ICCV 2023) for the fused trajectory on
+  the steps the schedule selects (see :mod:`fusion.schedule`, :mod:`fusion.snb`).
+
+No work is wasted: the secondary UNet runs only on SNB steps; identical UNet evaluations of
+different trajectories (same UNet, same latent, same text embedding: e.g. the fused trajectory
+before a mode-1 switch and the primary's own run) are computed once; the unconditional and
+conditional halves go through the UNet as one batch; optionally every evaluation of one UNet at
+one step (all trajectories) goes through as one batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+from . import snb
+from .schedule import uses_snb
+
+__all__ = [
+    "Cancelled", "ddim_timesteps", "alphas_cumprod", "ddim_step", "UNetDenoiser", "Trajectory",
+    "StepEvent", "SamplerStats", "sample_trajectories",
+]
+
+
+class Cancelled(RuntimeError):
+    """Sampling was stopped by the caller's cancel signal."""
+
+
+# ---------------------------------------------------------------------------------------------
+# schedule and update
+# ---------------------------------------------------------------------------------------------
+def ddim_timesteps(num_steps: int, num_train_timesteps: int = 1000, steps_offset: int = 1) -> list[int]:
+    """LDM/"leading" DDIM timesteps, descending: 100 of 1000 -> [991, 981, ..., 1]."""
+    if not 1 <= num_steps <= num_train_timesteps:
+        raise ValueError(f"steps must be in 1..{num_train_timesteps}, got {num_steps}")
+    ratio = num_train_timesteps // num_steps
+    return [i * ratio + steps_offset for i in range(num_steps)][::-1]
+
+
+def alphas_cumprod(config: dict) -> torch.Tensor:
+    """Cumulative product of (1 - beta), computed in float64 and stored as float32 like LDM."""
+    n = int(config.get("num_train_timesteps", 1000))
+    if config.get("trained_betas") is not None:
+        betas = torch.tensor(config["trained_betas"], dtype=torch.float64)
+    else:
+        b0, b1 = float(config["beta_start"]), float(config["beta_end"])
+        kind = config.get("beta_schedule", "scaled_linear")
+        if kind == "scaled_linear":
+            betas = torch.linspace(b0 ** 0.5, b1 ** 0.5, n, dtype=torch.float64) ** 2
+        elif kind == "linear":
+            betas = torch.linspace(b0, b1, n, dtype=torch.float64)
+        else:
+            raise ValueError(f"unsupported beta_schedule {kind!r} (accepted: scaled_linear, linear)")
+    return torch.cumprod(1.0 - betas, dim=0).to(torch.float32)
+
+
+def ddim_step(x: torch.Tensor, eps: torch.Tensor, a_t: float, a_prev: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One deterministic DDIM update (eta 0). Returns (x_prev, predicted x_0)."""
+    pred_x0 = (x - (1.0 - a_t) ** 0.5 * eps) / a_t ** 0.5
+    x_prev = a_prev ** 0.5 * pred_x0 + (1.0 - a_prev) ** 0.5 * eps
+    return x_prev, pred_x0
+
+
+# ---------------------------------------------------------------------------------------------
+# denoisers
+# ---------------------------------------------------------------------------------------------
+class UNetDenoiser:
+    """eps(x, t, context) from a diffusers UNet2DConditionModel; converts v-prediction to eps.
+
+    ``calls`` counts forward passes; ``rows`` counts batch rows (a CFG pass is 2n rows).
+    """
+
+    def __init__(self, unet: torch.nn.Module, alphas: torch.Tensor, prediction_type: str = "epsilon",
+                 name: str = "unet"):
+        if prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"{name}: unsupported prediction_type {prediction_type!r} "
+                             f"(accepted: epsilon, v_prediction)")
+        self.unet, self.alphas, self.prediction_type, self.name = unet, alphas, prediction_type, name
+        self.calls = 0
+        self.rows = 0
+        self.timesteps: list[int] = []
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, t: int, context: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        self.rows += x.shape[0]
+        self.timesteps.append(int(t))
+        tt = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
+        out = self.unet(x, tt, encoder_hidden_states=context, return_dict=False)[0]
+        if self.prediction_type == "v_prediction":
+            a = float(self.alphas[int(t)])
+            out = a ** 0.5 * out + (1 - a) ** 0.5 * x
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# trajectories
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Trajectory:
+    """One denoising run.
+
+    A plain run has one (denoiser, uncond, cond) pair. A fused run has a primary pair and a
+    secondary pair, and blends them with SNB on the steps ``uses_snb(t, v1, mode)`` selects.
+    Embeddings are (1, L, D) or (n, L, D); they are expanded over the n samples.
+    """
+
+    name: str
+    denoiser: Callable
+    uncond: torch.Tensor
+    cond: torch.Tensor
+    secondary: Callable | None = None
+    secondary_uncond: torch.Tensor | None = None
+    secondary_cond: torch.Tensor | None = None
+    v1: int = 0
+    mode: int = 0
+    kg: float = 1.0
+    ke: float = 1.0
+    own_uncond: bool = False
+    #: evaluate the secondary on every step even where its noise is not used (the naive
+    #: schedule, for benchmarks and tests; outputs are identical either way)
+    eager_secondary: bool = False
+
+    def fuses_at(self, t: int) -> bool:
+        return self.secondary is not None and uses_snb(t, self.v1, self.mode)
+
+    def needs_secondary(self, t: int) -> bool:
+        return self.secondary is not None and (self.eager_secondary or self.fuses_at(t))
+
+
+@dataclass
+class StepEvent:
+    """Passed to the per-step callback after every step.
+
+    ``latents``/``pred_x0``: per trajectory name, x_{t-1} and the predicted x_0 at this step.
+    ``snb``: per fused trajectory name, the :class:`fusion.snb.SNBResult` of this step (only on
+    SNB steps).
+    """
+
+    index: int
+    total: int
+    t: int
+    latents: dict[str, torch.Tensor]
+    pred_x0: dict[str, torch.Tensor]
+    snb: dict[str, snb.SNBResult] = field(default_factory=dict)
+
+
+@dataclass
+class SamplerStats:
+    """UNet work done: forward passes and batch rows per denoiser name, and deduplicated calls."""
+
+    calls: dict[str, int] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)
+    shared: int = 0
+
+    @property
+    def total_calls(self) -> int:
+        return sum(self.calls.values())
+
+
+def _expand(e: torch.Tensor, n: int) -> torch.Tensor:
+    return e.expand(n, *e.shape[1:]) if e.shape[0] == 1 else e
+
+
+def _check_cancel(cancel) -> None:
+    if cancel is None:
+        return
+    flag = cancel.is_set() if hasattr(cancel, "is_set") else cancel()
+    if flag:
+        raise Cancelled("sampling cancelled")
+
+
+@torch.no_grad()
+def sample_trajectories(
+    trajectories: Sequence[Trajectory],
+    x_T: torch.Tensor,
+    timesteps: Sequence[int],
+    alphas: torch.Tensor,
+    guidance_scale: float,
+    callback: Callable[[StepEvent], None] | None = None,
+    cancel=None,
+    share: bool = True,
+    batch_trajectories: bool = False,
+) -> tuple[dict[str, torch.Tensor], SamplerStats]:
+    """Run every trajectory from the same x_T with DDIM; return the final latents by name.
+
+    share: compute an evaluation (same denoiser, same latent object, same embedding objects)
+        once for all trajectories that need it; latents that stay equal stay one object.
+    batch_trajectories: send every evaluation one denoiser needs at a step through it as one
+        batch (fewer, larger calls: faster on GPUs; results equal up to float rounding).
+    cancel: an object with ``is_set()`` (e.g. threading.Event) or a callable returning bool,
+        checked before every step; raises :class:`Cancelled`.
+    """
+    names = [tr.name for tr in trajectories]
+    if len(set(names)) != len(names):
+        raise ValueError(f"trajectory names must be unique, got {names}")
+    n = x_T.shape[0]
+    latents = {tr.name: x_T for tr in trajectories}  # one object: shared until they diverge
+    denoisers = {}
+    for tr in trajectories:
+        for d in (tr.denoiser, tr.secondary):
+            if d is not None:
+                denoisers[id(d)] = d
+    base = {id(d): (d.calls, d.rows) for d in denoisers.values() if hasattr(d, "calls")}
+    stats = SamplerStats()
+    total = len(timesteps)
+
+    for i, t in enumerate(timesteps):
+        _check_cancel(cancel)
+        a_t = float(alphas[t])
+        a_prev = float(alphas[timesteps[i + 1]]) if i + 1 < total else float(alphas[0])
+
+        # 1. which evaluations each trajectory needs: (denoiser, latent, uncond, cond)
+        needs: dict[str, list[tuple]] = {}
+        for tr in trajectories:
+            x = latents[tr.name]
+            evals = [(tr.denoiser, x, tr.uncond, tr.cond)]
+            if tr.needs_secondary(t):
+                evals.append((tr.secondary, x, tr.secondary_uncond, tr.secondary_cond))
+            needs[tr.name] = evals
+
+        # 2. evaluate, sharing identical evaluations
+        def key(ev):
+            d, x, u, c = ev
+            return (id(d), id(x), id(u), id(c)) if share else (id(ev),)
+
+        unique: dict[tuple, tuple] = {}
+        for evals in needs.values():
+            for ev in evals:
+                k = key(ev)
+                if k in unique:
+                    stats.shared += 1
+                else:
+                    unique[k] = ev
+        results = _evaluate(list(unique.items()), t, n, batch_trajectories)
+
+        # 3. blend where fused, DDIM-update each trajectory (identical updates computed once)
+        new_latents, pred_x0, snb_out, updates = {}, {}, {}, {}
+        for tr in trajectories:
+            evals = needs[tr.name]
+            u_p, c_p = results[key(evals[0])]
+            if tr.fuses_at(t):
+                u_s, c_s = results[key(evals[1])]
+                res = snb.blend(c_p, u_p, c_s, u_s, guidance_scale, tr.kg, tr.ke, own_uncond=tr.own_uncond)
+                snb_out[tr.name] = res
+                eps = res.eps
+                ukey = (id(latents[tr.name]), id(res))
+            else:
+                eps = snb.guided(u_p, c_p, guidance_scale)
+                ukey = (id(latents[tr.name]), key(evals[0]))
+            if share and ukey in updates:
+                new_latents[tr.name], pred_x0[tr.name] = updates[ukey]
+                continue
+            out = ddim_step(latents[tr.name], eps, a_t, a_prev)
+            updates[ukey] = out
+            new_latents[tr.name], pred_x0[tr.name] = out
+        latents = new_latents
+        if callback is not None:
+            callback(StepEvent(index=i, total=total, t=int(t), latents=latents, pred_x0=pred_x0, snb=snb_out))
+
+    for d in denoisers.values():
+        if hasattr(d, "calls"):
+            c0, r0 = base[id(d)]
+            stats.calls[d.name] = stats.calls.get(d.name, 0) + d.calls - c0
+            stats.rows[d.name] = stats.rows.get(d.name, 0) + d.rows - r0
+    return latents, stats
+
+
+def _evaluate(items: list[tuple[tuple, tuple]], t: int, n: int, batch: bool) -> dict[tuple, tuple]:
+    """Run the unique evaluations; each returns (eps_uncond, eps_cond) for n samples."""
+    out = {}
+    if not batch:
+        for k, (d, x, u, c) in items:
+            e = d(torch.cat([x, x]), t, torch.cat([_expand(u, n), _expand(c, n)]))
+            out[k] = (e[:n], e[n:])
+        return out
+    # one call per denoiser; rows (latent, embedding) that repeat are computed once
+    by_denoiser: dict[int, list] = {}
+    for k, ev in items:
+        by_denoiser.setdefault(id(ev[0]), []).append((k, ev))
+    for group in by_denoiser.values():
+        d = group[0][1][0]
+        rows: dict[tuple, int] = {}
+        xs, cs = [], []
+        for _, (_, x, u, c) in group:
+            for e in (u, c):
+                rk = (id(x), id(e))
+                if rk not in rows:
+                    rows[rk] = len(xs)
+                    xs.append(x)
+                    cs.append(_expand(e, n))
+        eps = d(torch.cat(xs), t, torch.cat(cs))
+        for k, (_, x, u, c) in group:
+            iu, ic = rows[(id(x), id(u))], rows[(id(x), id(c))]
+            out[k] = (eps[iu * n:(iu + 1) * n], eps[ic * n:(ic + 1) * n])
+    return out
