@@ -49,6 +49,8 @@ class FusionSettings:
     capture_saliency: keep every SNB step's maps (for the saliency view).
     share: compute identical UNet evaluations of different trajectories once.
     batch_trajectories: one UNet call per model per step for all trajectories (helps on GPUs).
+    eager_secondary: run the secondary UNet on every fused step even where SNB is off (the naive
+        schedule; same output, more work: for benchmarks and tests only).
     """
 
     fusion_selection: str | FusionSelection = "600,1,1"
@@ -66,6 +68,7 @@ class FusionSettings:
     capture_saliency: bool = True
     share: bool = True
     batch_trajectories: bool = False
+    eager_secondary: bool = False
 
     def validated(self) -> "FusionSettings":
         """A copy with parsed/normalised fields, or a ValueError naming the field."""
@@ -225,7 +228,8 @@ class FusionPipeline:
             out.append(Trajectory(
                 "fused", self._denoiser(primary), u, emb(primary, p_text),
                 secondary=self._denoiser(secondary), secondary_uncond=u, secondary_cond=emb(primary, s_text),
-                v1=sel.v1, mode=s.mode, kg=sel.kg, ke=sel.ke, own_uncond=s.own_uncond))
+                v1=sel.v1, mode=s.mode, kg=sel.kg, ke=sel.ke, own_uncond=s.own_uncond,
+                eager_secondary=s.eager_secondary))
         return out
 
     # ---- stage 3 ------------------------------------------------------------------------------
