@@ -337,22 +337,24 @@ def _load_folder(folder: Path) -> DiffusionModel:
                           scheduler_config=_scheduler_config(folder))
 
 
-def _load_single_file(path: Path, config_dir: Path) -> DiffusionModel:
+def convert_ldm_state_dict(sd: dict[str, torch.Tensor], config_dir: Path, where: str = "checkpoint"):
+    """Split an LDM-layout SD 1.x state dict into diffusers UNet, VAE and CLIP text-encoder state
+    dicts (diffusers' converters), with the component configs read from ``config_dir``.
+    Returns ``(unet_cfg, unet_sd, vae_cfg, vae_sd, te_cfg, te_sd)``."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import (
         convert_ldm_clip_checkpoint, convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint)
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextConfig
 
     if not config_dir.is_dir():
         raise ModelLoadError(f"config folder not found: {config_dir}")
-    sd = read_state_dict(path)
     if not any(k.startswith("model.diffusion_model.") for k in sd):
         raise ModelLoadError(
-            f"{path}: not an SD 1.x-family single-file checkpoint (no 'model.diffusion_model.*' UNet "
+            f"{where}: not an SD 1.x-family single-file checkpoint (no 'model.diffusion_model.*' UNet "
             f"keys); found e.g. {list(sd)[:3]}")
     if any(k.startswith("conditioner.embedders") or k.startswith("cond_stage_model.model.") for k in sd):
         raise ModelLoadError(
-            f"{path}: looks like an SD 2.x/SDXL checkpoint (OpenCLIP text encoder); only the SD 1.x "
+            f"{where}: looks like an SD 2.x/SDXL checkpoint (OpenCLIP text encoder); only the SD 1.x "
             f"family (CLIP ViT-L/14 text encoder) is supported")
     unet_cfg = UNet2DConditionModel.load_config(str(config_dir / "unet"))
     vae_cfg = AutoencoderKL.load_config(str(config_dir / "vae"))
@@ -363,11 +365,22 @@ def _load_single_file(path: Path, config_dir: Path) -> DiffusionModel:
         vae_sd = convert_ldm_vae_checkpoint(sd, vae_cfg)
         te_sd = convert_ldm_clip_checkpoint(sd)
     except (KeyError, IndexError, RuntimeError, ValueError) as e:
-        raise ModelLoadError(f"{path}: could not convert the LDM key layout with configs from "
+        raise ModelLoadError(f"{where}: could not convert the LDM key layout with configs from "
                              f"{config_dir} ({type(e).__name__}: {e})") from None
     if not te_sd:
-        raise ModelLoadError(f"{path}: no CLIP text encoder (cond_stage_model.transformer.*) in the checkpoint")
+        raise ModelLoadError(f"{where}: no CLIP text encoder (cond_stage_model.transformer.*) in the checkpoint")
     te_sd = {k: v for k, v in te_sd.items() if not k.endswith("position_ids")}
+    return unet_cfg, unet_sd, vae_cfg, vae_sd, te_cfg, te_sd
+
+
+def _load_single_file(path: Path, config_dir: Path) -> DiffusionModel:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    if not config_dir.is_dir():
+        raise ModelLoadError(f"config folder not found: {config_dir}")
+    sd = read_state_dict(path)
+    unet_cfg, unet_sd, vae_cfg, vae_sd, te_cfg, te_sd = convert_ldm_state_dict(sd, config_dir, str(path))
     del sd
     unet = _build(UNet2DConditionModel, unet_cfg, unet_sd, f"{path} (UNet, config {config_dir}/unet)")
     vae = _build(AutoencoderKL, vae_cfg, vae_sd, f"{path} (VAE, config {config_dir}/vae)")
