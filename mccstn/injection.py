@@ -1,0 +1,522 @@
+"""Training-free, subject-preserving style transfer on a loaded diffusion model (StyleID).
+
+Implements the recipe of StyleID (Chung et al., "Style Injection in Diffusion: A Training-free
+Approach for Adapting Large-scale Diffusion Models for Style Transfer", CVPR 2024) from its
+description, on any SD 1.x-family model :func:`fusion.loading.load_model` reads (the toy models
+included):
+
+1. Encode the content and the style image with the VAE (the posterior mode: deterministic).
+2. Invert both with DDIM (Song et al., "Denoising Diffusion Implicit Models", ICLR 2021) from
+   the clean latent up to the noise level where sampling starts, with the empty prompt and no
+   guidance, recording on the way, per step, the inputs of the chosen decoder self-attention
+   layers (:class:`mccstn.injection_attn.FeatureStore`).
+3. Start latent: AdaIN (Huang & Belongie, "Arbitrary Style Transfer in Real-time with Adaptive
+   Instance Normalization", ICCV 2017) of the inverted content latent with the per-channel mean
+   and standard deviation of the inverted style latent.
+4. Sample with DDIM; in the chosen layers the keys and values are the style's recorded ones at
+   the same step, the query is ``gamma q_content + (1 - gamma) q_current`` and the attention
+   logits are multiplied by the temperature ``T`` (only there). Done with attention processors
+   (:mod:`mccstn.injection_attn`) installed for the call and removed afterwards.
+
+Memory: the store keeps one (2, tokens, channels) tensor per chosen layer and step (the
+self-attention *input* of content and style; q, k, v are recomputed with the layer's
+projections), in the model's dtype, on its device, and frees each step once sampling used it.
+For SD 1.x at 512x512, 50 steps and the default layers that is 1.18 GB in fp16 for the pair
+(the reference cached q, k, v of every layer on disk, >3 GB per image). ``store="recompute"``
+keeps only the inverted latents (a few MB) and re-runs the content and style rows next to the
+stylised one at every sampling step (3 UNet rows per step instead of 1).
+
+Python API::
+
+    from mccstn.injection import InjectionEngine
+    engine = InjectionEngine("assets/models/toy-general")        # or an SD 1.x folder / .safetensors
+    out = engine.stylize(content_pil, style_pil, gamma=0.75, temperature=1.5, steps=50)
+    engine.last_stats                                              # seconds, store bytes, UNet rows
+"""
+from __future__ import annotations
+
+import os
+import resource
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .engines import Control, StyleEngine
+from .injection_attn import (FeatureStore, InjectionCall, decoder_self_attention_layers,
+                             estimate_store_bytes, installed, parse_layers, processor_names)
+
+ImageLike = Union[str, os.PathLike, Image.Image]
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = PROJECT_ROOT / "assets" / "models" / "toy-general"
+FITS = ("crop", "stretch", "aspect")
+STORES = ("cache", "recompute")
+MAX_RESOLUTION = 2048
+
+__all__ = [
+    "InjectionSettings", "InjectionStats", "InjectionEngine", "style_transfer", "invert",
+    "sample", "adain", "ddim_inverse_step", "encode_image", "decode_latent", "prepare_images",
+    "load_image", "grid_multiple", "DEFAULT_MODEL",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# settings
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class InjectionSettings:
+    """Controls of one style transfer, with the StyleID defaults.
+
+    gamma: query preservation in [0, 1]; 1 keeps the content's queries, 0 the current ones.
+        Higher keeps more of the content's layout. Default 0.75.
+    temperature: attention temperature T > 0 multiplying the logits of the injected layers
+        (sharper attention for T > 1). Default 1.5.
+    steps: DDIM steps for inversion and sampling (one timestep grid for both). Default 50.
+    layers: decoder positions to inject, LDM output-block numbering: "default" (every
+        self-attention of the two finest resolutions that have one; SD 1.x: "6-11", the
+        reference's), "all", "6-11", "6,8,10" or a sequence of ints.
+    adain: start from AdaIN(content latent, style latent) after inversion. Default on.
+    inject: swap keys/values and mix queries. Off gives plain DDIM sampling from the start
+        latent (with adain off too: the inversion's reconstruction of the content). Default on.
+    resolution: output size in pixels: the side of the square (fit "crop"/"stretch") or the
+        shorter side (fit "aspect"); rounded down to the model's grid (VAE factor x UNet
+        downsampling: 64 for SD 1.x, 16 for the toy models). 0 = the model's native size.
+    fit: how the content image meets that size: "crop" (scale to cover, centre-crop; default),
+        "stretch" (resize, aspect ratio not kept) or "aspect" (keep the content's aspect ratio;
+        the long side is rounded to the grid and trimmed by centre-cropping at most a grid
+        step). The style image is always scaled to cover the content's size and centre-cropped.
+    prompt: text condition while sampling (inversion always uses the empty prompt). Default "".
+    guidance: classifier-free guidance scale while sampling; 1 = none (default). With a prompt,
+        e.g. "a cartoon", values of 2-5 push the output towards it.
+    store: "cache" (record during inversion, default) or "recompute" (re-run content and style
+        rows during sampling instead of storing features: little memory, ~1.7x the UNet work).
+    """
+
+    gamma: float = 0.75
+    temperature: float = 1.5
+    steps: int = 50
+    layers: Any = "default"
+    adain: bool = True
+    inject: bool = True
+    resolution: int = 0
+    fit: str = "crop"
+    prompt: str = ""
+    guidance: float = 1.0
+    store: str = "cache"
+
+    def validate(self) -> "InjectionSettings":
+        """Raise ValueError naming the field and the accepted values; return self."""
+        def num(name, lo, hi, integer=False, lo_open=False):
+            v = getattr(self, name)
+            ok_type = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+            if integer and ok_type and not float(v).is_integer():
+                ok_type = False
+            if not ok_type or v != v or (v <= lo if lo_open else v < lo) or v > hi:
+                lo_s = f"> {lo}" if lo_open else f">= {lo}"
+                kind = "an integer" if integer else "a number"
+                raise ValueError(f"{name}: got {v!r}; accepted: {kind} {lo_s} and <= {hi}")
+            setattr(self, name, int(v) if integer else float(v))
+
+        num("gamma", 0.0, 1.0)
+        num("temperature", 0.0, 100.0, lo_open=True)
+        num("steps", 1, 1000, integer=True)
+        num("resolution", 0, MAX_RESOLUTION, integer=True)
+        num("guidance", 0.0, 100.0)
+        for name in ("adain", "inject"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name}: got {getattr(self, name)!r}; accepted: True or False")
+            setattr(self, name, bool(getattr(self, name)))
+        if self.fit not in FITS:
+            raise ValueError(f"fit: got {self.fit!r}; accepted: {', '.join(FITS)}")
+        if self.store not in STORES:
+            raise ValueError(f"store: got {self.store!r}; accepted: {', '.join(STORES)}")
+        if not isinstance(self.prompt, str):
+            raise ValueError(f"prompt: got {type(self.prompt).__name__}; accepted: a string")
+        if not (self.layers is None or isinstance(self.layers, (str, int)) or
+                (isinstance(self.layers, (list, tuple)) and all(isinstance(i, (int, np.integer)) for i in self.layers))):
+            raise ValueError(f"layers: got {self.layers!r}; accepted: 'default', 'all', '6-11', '6,8' or a list of ints")
+        return self
+
+
+@dataclass
+class InjectionStats:
+    """What one transfer cost. ``store_peak_bytes``: the most the feature store held;
+    ``cuda_peak_bytes``: torch's peak allocation on CUDA during the call (0 on CPU);
+    ``rss_peak_bytes``: the process's peak resident memory so far (CPU; includes the model)."""
+
+    seconds: float = 0.0
+    seconds_inversion: float = 0.0
+    seconds_sampling: float = 0.0
+    unet_rows: int = 0
+    store_peak_bytes: int = 0
+    cuda_peak_bytes: int = 0
+    rss_peak_bytes: int = 0
+    size: tuple = (0, 0)
+    layers: tuple = ()
+    timesteps: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# images
+# ---------------------------------------------------------------------------------------------
+def load_image(img: ImageLike, what: str = "image") -> Image.Image:
+    """An RGB PIL image from a PIL image or a file path, with errors that say what is wrong:
+    FileNotFoundError for missing files, ValueError for non-image files and empty images.
+    Transparent pixels are put on white; EXIF orientation is applied to files."""
+    if isinstance(img, (str, os.PathLike)):
+        p = Path(img)
+        if not p.is_file():
+            raise FileNotFoundError(f"{what}: file not found: {p}")
+        try:
+            with Image.open(p) as im:
+                im.load()
+                im = ImageOps.exif_transpose(im)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            raise ValueError(f"{what}: {p} is not a readable image file ({type(e).__name__}: {e})") from None
+        img = im
+    elif not isinstance(img, Image.Image):
+        raise ValueError(f"{what}: expected a PIL image or an image file path, got {type(img).__name__}")
+    if img.width <= 0 or img.height <= 0:
+        raise ValueError(f"{what}: the image is empty ({img.width}x{img.height} pixels)")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(bg, rgba)
+    return img.convert("RGB")
+
+
+def grid_multiple(model) -> int:
+    """Pixel multiple a model's input must be: VAE factor x 2^(UNet downsamplings)."""
+    return int(model.vae_scale_factor) * 2 ** (len(model.unet.config.block_out_channels) - 1)
+
+
+def _cover_crop(img: Image.Image, w: int, h: int) -> Image.Image:
+    scale = max(w / img.width, h / img.height)
+    nw, nh = max(w, round(img.width * scale)), max(h, round(img.height * scale))
+    img = img.resize((nw, nh), Image.BICUBIC, reducing_gap=3.0)
+    left, top = (nw - w) // 2, (nh - h) // 2
+    return img.crop((left, top, left + w, top + h))
+
+
+def target_size(content: Image.Image, resolution: int, fit: str, grid: int) -> tuple[int, int]:
+    """(width, height) of the output for a content image (see :class:`InjectionSettings`)."""
+    r = max(grid, resolution // grid * grid)
+    if fit in ("crop", "stretch"):
+        return r, r
+    ratio = content.width / content.height
+    if ratio >= 1:
+        return max(grid, int(r * ratio) // grid * grid), r
+    return r, max(grid, int(r / ratio) // grid * grid)
+
+
+def prepare_images(content: Image.Image, style: Image.Image, resolution: int, fit: str,
+                   grid: int) -> tuple[Image.Image, Image.Image]:
+    """Both images at the output size: content by ``fit``, style by cover + centre crop."""
+    w, h = target_size(content, resolution, fit, grid)
+    if fit == "stretch":
+        c = content.resize((w, h), Image.BICUBIC, reducing_gap=3.0)
+    else:
+        c = _cover_crop(content, w, h)
+    return c, _cover_crop(style, w, h)
+
+
+def _to_tensor(img: Image.Image) -> torch.Tensor:
+    a = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(a).permute(2, 0, 1)
+
+
+@torch.no_grad()
+def encode_image(model, images: list[Image.Image]) -> torch.Tensor:
+    """VAE posterior modes times the scaling factor, float32 (N, C, h, w)."""
+    x = torch.stack([_to_tensor(i) for i in images]).to(model.device, model.dtype)
+    dist = model.vae.encode(x).latent_dist
+    return dist.mode().float() * model.scaling_factor
+
+
+@torch.no_grad()
+def decode_latent(model, z: torch.Tensor) -> list[Image.Image]:
+    x = model.vae.decode((z / model.scaling_factor).to(model.dtype)).sample.float()
+    x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a) for a in x]
+
+
+# ---------------------------------------------------------------------------------------------
+# the math
+# ---------------------------------------------------------------------------------------------
+def adain(content: torch.Tensor, style: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """AdaIN (Huang & Belongie 2017) of latents: content normalised per sample and channel over
+    space, then given the style's per-channel mean and standard deviation."""
+    dims = tuple(range(2, content.ndim))
+    mc, sc = content.mean(dims, keepdim=True), content.std(dims, keepdim=True)
+    ms, ss = style.mean(dims, keepdim=True), style.std(dims, keepdim=True)
+    return (content - mc) / (sc + eps) * ss + ms
+
+
+def ddim_inverse_step(x: torch.Tensor, eps: torch.Tensor, a_from: float, a_to: float) -> torch.Tensor:
+    """One DDIM inversion step (Song et al. 2021, Eq. 12 with eta 0, run towards more noise):
+    predict x_0 at the current level ``a_from`` and re-noise it to the level ``a_to`` with the
+    same noise estimate. The sampler's step is the same formula with the levels swapped."""
+    pred_x0 = (x - (1.0 - a_from) ** 0.5 * eps) / a_from ** 0.5
+    return a_to ** 0.5 * pred_x0 + (1.0 - a_to) ** 0.5 * eps
+
+
+def _schedule(model, steps: int):
+    from fusion.sampler import alphas_cumprod, ddim_timesteps
+
+    cfg = model.scheduler_config
+    ts = ddim_timesteps(steps, int(cfg.get("num_train_timesteps", 1000)), int(cfg.get("steps_offset", 1)))
+    return ts, alphas_cumprod(cfg)
+
+
+def _eps(model, alphas, x: torch.Tensor, t: int, context: torch.Tensor, call=None) -> torch.Tensor:
+    unet = model.unet
+    tt = torch.full((x.shape[0],), int(t), device=model.device, dtype=torch.long)
+    kw = {"cross_attention_kwargs": {"injection": call}} if call is not None else {}
+    out = unet(x.to(model.dtype), tt, encoder_hidden_states=context, return_dict=False, **kw)[0].float()
+    if model.prediction_type == "v_prediction":
+        a = float(alphas[int(t)])
+        out = a ** 0.5 * out + (1 - a) ** 0.5 * x
+    elif model.prediction_type != "epsilon":
+        raise ValueError(f"unsupported prediction_type {model.prediction_type!r} (accepted: epsilon, v_prediction)")
+    return out
+
+
+def _check_cancel(cancel) -> None:
+    if cancel is None:
+        return
+    if cancel.is_set() if hasattr(cancel, "is_set") else cancel():
+        from fusion.sampler import Cancelled
+        raise Cancelled("style transfer cancelled")
+
+
+@torch.no_grad()
+def invert(model, z0: torch.Tensor, timesteps: list[int], alphas: torch.Tensor,
+           store: FeatureStore | None = None, keep_inputs: bool = False, cancel=None,
+           callback: Callable | None = None):
+    """DDIM-invert latents ``z0`` (N, C, h, w) with the empty prompt and no guidance, from the
+    clean level (the sampler's final alpha, ``alphas[0]``) to ``timesteps[0]`` (the first
+    sampling step). The step for timestep t evaluates the UNet at t on the latent one level
+    below; that evaluation is what sampling's step t is matched with. With ``store`` (content
+    and style as the two rows) the chosen layers' inputs are recorded there. Returns
+    (z_T, {t: UNet input latent at t}) — the dict only with ``keep_inputs``."""
+    empty = model.encode_prompts([""]).expand(z0.shape[0], -1, -1)
+    x = z0.float()
+    inputs = {}
+    asc = list(timesteps)[::-1]
+    for k, t in enumerate(asc):
+        _check_cancel(cancel)
+        a_from = float(alphas[0]) if k == 0 else float(alphas[asc[k - 1]])
+        a_to = float(alphas[t])
+        call = InjectionCall("record", int(t), store) if store is not None else None
+        if keep_inputs:
+            inputs[int(t)] = x
+        eps = _eps(model, alphas, x, t, empty, call)
+        x = ddim_inverse_step(x, eps, a_from, a_to)
+        if callback is not None:
+            callback("invert", k, len(asc))
+    return x, inputs
+
+
+@torch.no_grad()
+def sample(model, x_T: torch.Tensor, timesteps: list[int], alphas: torch.Tensor, settings: InjectionSettings,
+           store: FeatureStore | None = None, ref_inputs: dict | None = None, cancel=None,
+           callback: Callable | None = None) -> tuple[torch.Tensor, int]:
+    """DDIM sampling from ``x_T`` (1, C, h, w). With ``store`` the processors inject from it;
+    with ``ref_inputs`` ({t: (2, C, h, w) content/style latents}) they inject live from those
+    rows; with neither it is plain DDIM (the processors are not needed). Returns (z_0, rows)."""
+    from fusion.sampler import ddim_step
+
+    s = settings
+    cond = model.encode_prompts([s.prompt])
+    guided = s.guidance != 1.0
+    ctx = torch.cat([model.encode_prompts([""]), cond]) if guided else cond
+    empty = model.encode_prompts([""])
+    x = x_T.float()
+    rows = 0
+    n = len(timesteps)
+    for i, t in enumerate(timesteps):
+        _check_cancel(cancel)
+        a_t = float(alphas[t])
+        a_prev = float(alphas[timesteps[i + 1]]) if i + 1 < n else float(alphas[0])
+        xb = torch.cat([x, x]) if guided else x
+        if ref_inputs is not None:
+            call = InjectionCall("inject", int(t), None, True, s.gamma, s.temperature)
+            ref = ref_inputs[int(t)]
+            e = _eps(model, alphas, torch.cat([ref, xb]), t, torch.cat([empty, empty, ctx]), call)[2:]
+            rows += 2 + xb.shape[0]
+        else:
+            call = InjectionCall("inject", int(t), store, False, s.gamma, s.temperature) if store is not None else None
+            e = _eps(model, alphas, xb, t, ctx, call)
+            rows += xb.shape[0]
+        eps = e[:1] + s.guidance * (e[1:] - e[:1]) if guided else e
+        x, _ = ddim_step(x, eps, a_t, a_prev)
+        if callback is not None:
+            callback("sample", i, n)
+    return x, rows
+
+
+def _rss_peak() -> int:
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def style_transfer(model, content: ImageLike, style: ImageLike, settings: InjectionSettings | None = None,
+                   cancel=None, callback: Callable | None = None) -> tuple[Image.Image, InjectionStats]:
+    """Stylise ``content`` with ``style`` on a loaded :class:`fusion.loading.DiffusionModel`.
+    Returns the output image (the prepared size, see :class:`InjectionSettings`) and its stats.
+    ``callback(stage, i, n)`` is called after every UNet step; ``cancel`` is an Event-like
+    object or a callable (raises :class:`fusion.sampler.Cancelled`)."""
+    s = (settings or InjectionSettings()).validate()
+    c_img, s_img = load_image(content, "content"), load_image(style, "style")
+    layers = parse_layers(s.layers, model.unet)
+    grid = grid_multiple(model)
+    c_img, s_img = prepare_images(c_img, s_img, s.resolution or model.native_size, s.fit, grid)
+    stats = InjectionStats(size=c_img.size, layers=layers, timesteps=s.steps)
+    cuda = model.device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(model.device)
+    t0 = time.perf_counter()
+    timesteps, alphas = _schedule(model, s.steps)
+    z0 = encode_image(model, [c_img, s_img])
+    names = processor_names(model.unet, layers)
+    use_cache = s.inject and s.store == "cache"
+    store = FeatureStore(frozenset(names), frozenset(int(t) for t in timesteps)) if use_cache else None
+
+    with installed(model.unet, names) if s.inject else _nothing():
+        zT, inputs = invert(model, z0, timesteps, alphas, store=store,
+                            keep_inputs=s.inject and s.store == "recompute", cancel=cancel, callback=callback)
+        stats.unet_rows += 2 * len(timesteps)
+        t1 = time.perf_counter()
+        x_T = adain(zT[:1], zT[1:]) if s.adain else zT[:1]
+        try:
+            z, rows = sample(model, x_T, timesteps, alphas, s, store=store,
+                             ref_inputs=inputs if inputs else None, cancel=cancel, callback=callback)
+        finally:
+            if store is not None:
+                stats.store_peak_bytes = store.peak_bytes
+                store.clear()
+    stats.unet_rows += rows
+    [out] = decode_latent(model, z)
+    t2 = time.perf_counter()
+    if s.store == "recompute" and s.inject:
+        stats.store_peak_bytes = sum(v.numel() * v.element_size() for v in inputs.values())
+    stats.seconds, stats.seconds_inversion, stats.seconds_sampling = t2 - t0, t1 - t0, t2 - t1
+    if cuda:
+        stats.cuda_peak_bytes = int(torch.cuda.max_memory_allocated(model.device))
+    stats.rss_peak_bytes = _rss_peak()
+    return out, stats
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *a):
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# the engine
+# ---------------------------------------------------------------------------------------------
+class InjectionEngine(StyleEngine):
+    """The style tab's out-of-the-box engine: StyleID attention injection on a diffusion model.
+
+    ``model``: a diffusers folder or single SD 1.x checkpoint path (default: the embedded toy
+    general model, ``assets/models/toy-general``), or an already loaded
+    :class:`fusion.loading.DiffusionModel` (e.g. the fusion tab's: shared, not copied). The model
+    is loaded on the first :meth:`stylize` and kept. ``last_stats`` holds the last call's
+    :class:`InjectionStats`.
+    """
+
+    name = "injection"
+    description = ("Training-free style transfer on a diffusion model: DDIM inversion and StyleID "
+                   "attention injection (no trained style weights needed)")
+
+    def __init__(self, model=None, device=None, dtype=None):
+        self._model = None
+        self._path: Path | None = None
+        if model is None:
+            self._path = DEFAULT_MODEL
+        elif isinstance(model, (str, os.PathLike)):
+            self._path = Path(model).expanduser()
+        elif hasattr(model, "unet") and hasattr(model, "vae"):
+            self._model = model
+        else:
+            raise ValueError(f"model: expected a model path or a loaded DiffusionModel, got {type(model).__name__}")
+        self._device, self._dtype = device, dtype
+        self._lock = threading.Lock()
+        self.last_stats: InjectionStats | None = None
+
+    @property
+    def source(self) -> str:
+        return str(self._path) if self._model is None else self._model.source
+
+    def availability(self) -> tuple[bool, str]:
+        if self._model is not None:
+            return True, ""
+        from fusion.loading import is_model_source
+
+        p = self._path
+        if not p.exists():
+            hint = (" (the embedded toy model: train it with `python -m toyworld.train`)"
+                    if p.resolve() == DEFAULT_MODEL.resolve() else "")
+            return False, f"diffusion model not found at {p}{hint}; or choose an SD 1.x model"
+        if not is_model_source(p):
+            return False, f"{p} is not a diffusion model (a diffusers folder or a .safetensors/.ckpt file)"
+        return True, ""
+
+    @property
+    def model(self):
+        """The loaded model (loads it on first use)."""
+        with self._lock:
+            if self._model is None:
+                ok, why = self.availability()
+                if not ok:
+                    raise ValueError(why)
+                from fusion.loading import load_model
+                self._model = load_model(self._path, device=self._device, dtype=self._dtype)
+            return self._model
+
+    def controls(self) -> list[Control]:
+        d = InjectionSettings()
+        return [
+            Control("gamma", "slider", "Content query weight (gamma)", d.gamma, 0.0, 1.0, 0.05,
+                    info="query preservation: 1 keeps the content's layout most, 0 least"),
+            Control("temperature", "slider", "Attention temperature (T)", d.temperature, 0.5, 3.0, 0.1,
+                    info="multiplies the injected attention logits; >1 sharpens"),
+            Control("steps", "slider", "DDIM steps", d.steps, 5, 100, 1,
+                    info="inversion and sampling steps (50 for SD; 20-50 for the toy models)"),
+            Control("layers", "text", "Injected decoder layers", d.layers,
+                    info="'default' (last two resolutions; SD 1.x: 6-11), 'all', or e.g. '6-11'"),
+            Control("adain", "checkbox", "AdaIN start latent", d.adain,
+                    info="start from the content latent with the style's channel statistics"),
+            Control("inject", "checkbox", "Attention injection", d.inject,
+                    info="off: plain DDIM reconstruction (with AdaIN: colour transfer only)"),
+            Control("resolution", "number", "Resolution (0 = model native)", d.resolution, 0, MAX_RESOLUTION, 16,
+                    info="output side in pixels, rounded down to the model grid"),
+            Control("fit", "dropdown", "Fit content", d.fit, choices=FITS,
+                    info="crop: cover and centre-crop to a square; stretch: squash; aspect: keep aspect ratio"),
+            Control("prompt", "text", "Style prompt (optional)", d.prompt,
+                    info="text condition while sampling, e.g. 'a cartoon'"),
+            Control("guidance", "slider", "Prompt guidance", d.guidance, 1.0, 10.0, 0.5,
+                    info="classifier-free guidance of the prompt; 1 = none"),
+            Control("store", "dropdown", "Feature memory", d.store, choices=STORES,
+                    info="cache: record during inversion; recompute: far less memory, ~1.7x slower"),
+        ]
+
+    def settings(self, **controls) -> InjectionSettings:
+        values = self.check_controls(controls)
+        return InjectionSettings(**{f.name: values[f.name] for f in fields(InjectionSettings)}).validate()
+
+    def stylize(self, content: ImageLike, style: ImageLike, cancel=None, callback=None, **controls) -> Image.Image:
+        s = self.settings(**controls)  # bad values fail here, before any loading
+        c_img, s_img = load_image(content, "content"), load_image(style, "style")
+        out, self.last_stats = style_transfer(self.model, c_img, s_img, s, cancel=cancel, callback=callback)
+        return out
