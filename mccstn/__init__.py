@@ -1,0 +1,47 @@
+"""MccSTN Studio's style-transfer package.
+
+Light to import: the heavy modules (torch networks, training) load on first use.
+
+    from mccstn import MccSTN
+    model = MccSTN.from_pretrained("models/mccstn")          # four .pth files or mccstn.safetensors
+    out = model.stylize(content, style, alpha=1.0)          # (1,3,H,W) floats in [0,1] -> raw output
+    img = model.stylize_image("photo.jpg", "painting.jpg", long_side=512)   # PIL in/out
+
+Command lines: ``python -m mccstn`` (stylise) and ``python -m mccstn.train`` (train).
+The app's style tab uses :class:`mccstn.mccstn_engine.MccSTNEngine` through the interface in
+:mod:`mccstn.engines`.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+_LAZY = {
+    "MccSTN": "mccstn.stylize",
+    "CheckpointError": "mccstn.checkpoint",
+    "MccSTNEngine": "mccstn.mccstn_engine",
+    "TrainConfig": "mccstn.train",
+    "StyleEngine": "mccstn.engines",
+    "Control": "mccstn.engines",
+}
+
+__all__ = sorted(_LAZY)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .checkpoint import CheckpointError
+    from .engines import Control, StyleEngine
+    from .mccstn_engine import MccSTNEngine
+    from .stylize import MccSTN
+    from .train import TrainConfig
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mccstn' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

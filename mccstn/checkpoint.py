@@ -84,6 +84,7 @@ def _build_key_maps() -> dict[str, "OrderedDict[str, str]"]:
     for s in range(3):
         for j, idx in enumerate((0, 2, 5, 8)):
             dis.update(_conv_pairs(f"models.{s}.{idx}", f"branches.{s}.convs.{j}"))
+    for s in range(3):
         dis.update(_conv_pairs(f"score_models.{s}.0", f"heads.{s}"))
     return {"encoder": enc, "decoder": dec, "fusion": fus, "discriminator": dis}
 
@@ -170,16 +171,21 @@ def convert_official(component: str, state: Mapping[str, torch.Tensor], module: 
                                   f"expected {shapes[off]} for {fname}")
         if not t.is_floating_point():
             raise CheckpointError(f"{source}: key {off!r} has dtype {t.dtype}, expected a float tensor")
-        if not torch.isfinite(t).all():
-            raise CheckpointError(f"{source}: key {off!r} contains NaN or inf")
-        out[ours] = t.to(torch.float32)
+        out[ours] = t.to(torch.float32).contiguous()
     return out
 
 
 def load_official_component(module: nn.Module, component: str, path: PathLike) -> None:
     """Load one official ``.pth`` file into ``module`` (strict; see :func:`convert_official`)."""
     state = torch_load_state_dict(path)
-    module.load_state_dict(convert_official(component, state, module, str(path)), strict=True)
+    _load_into(module, convert_official(component, state, module, str(path)))
+
+
+def _load_into(module: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Strict ``load_state_dict``; a module built on the meta device takes the tensors as they
+    are (``assign=True``: no random init, no copy)."""
+    meta = any(p.is_meta for p in module.parameters())
+    module.load_state_dict(state, strict=True, assign=meta)
 
 
 def to_official(component: str, module: nn.Module) -> "OrderedDict[str, torch.Tensor]":
@@ -305,7 +311,7 @@ def load_safetensors(modules: Mapping[str, nn.Module], path: PathLike) -> None:
                                         f"{path} [{SAFETENSORS_PREFIX[comp]}.*]")
                  for comp in OFFICIAL_FILES}
     for comp, sd in converted.items():
-        modules[comp].load_state_dict(sd, strict=True)
+        _load_into(modules[comp], sd)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -137,7 +137,9 @@ def coral(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     CORAL as used by AdaIN's colour-preservation option: channel-standardise with the
     unbiased std, whiten with ``(f f^T + I)^(-1/2)`` (no 1/N), colour with the target's
     ``(f f^T + I)^(1/2)`` (matrix square roots by SVD), restore the target's mean and std.
-    No clamping. Degenerate flat images get a tiny std floor instead of NaNs.
+    No clamping. Because the covariances carry no 1/N, images with different pixel counts get
+    a std scaled by sqrt(N_target / N_source) — the reference's behaviour, kept for parity.
+    Degenerate flat images get a tiny std floor instead of NaNs.
     """
     if source.dim() != 3 or target.dim() != 3 or source.shape[0] != 3 or target.shape[0] != 3:
         raise ValueError("coral expects two (3,H,W) tensors")
@@ -190,6 +192,13 @@ class MccSTN(nn.Module):
                 "fusion": self.fusion, "discriminator": self.discriminator}
 
     @classmethod
+    def _uninitialised(cls) -> "MccSTN":
+        """A model on the meta device: the strict loaders assign every tensor, so the random
+        init (and a copy) is skipped."""
+        with torch.device("meta"):
+            return cls()
+
+    @classmethod
     def from_pretrained(cls, folder: Union[str, os.PathLike], device=None) -> "MccSTN":
         """Load from a folder with the four official ``.pth`` files (``vgg_normalised.pth``,
         ``decoder.pth``, ``transformer.pth``, ``discriminator.pth``) or a ``mccstn.safetensors``
@@ -198,8 +207,22 @@ class MccSTN(nn.Module):
         ``device``: None = CUDA if available else CPU. Raises
         :class:`mccstn.checkpoint.CheckpointError` naming the file and key on any mismatch.
         """
-        model = cls()
+        model = cls._uninitialised()
         model.source = ckpt.load_folder(model.components(), folder)
+        model.eval()
+        return model.to(_default_device() if device is None else torch.device(device))
+
+    @classmethod
+    def from_files(cls, vgg: Union[str, os.PathLike], decoder: Union[str, os.PathLike],
+                   transform: Union[str, os.PathLike], discriminator: Union[str, os.PathLike],
+                   device=None) -> "MccSTN":
+        """Load the four official files from explicit paths (the reference script's
+        ``--vgg --decoder --transform --discriminator`` options)."""
+        model = cls._uninitialised()
+        for comp, path in (("encoder", vgg), ("decoder", decoder), ("fusion", transform),
+                           ("discriminator", discriminator)):
+            ckpt.load_official_component(model.components()[comp], comp, path)
+        model.source = str(Path(decoder).parent)
         model.eval()
         return model.to(_default_device() if device is None else torch.device(device))
 

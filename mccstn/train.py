@@ -1,0 +1,632 @@
+"""Training MccSTN: ``python -m mccstn.train --content_dir C --style_dir S --vgg VGG --out DIR``.
+
+The public MccSTN code releases no usable training script; this one follows the paper and the
+public AesUST/MccSTN/CAST code (facts and default numbers cited in :mod:`mccstn.losses` and
+:mod:`mccstn.contrast`):
+
+* data: content photos (COCO-like) and style images (WikiArt-like), any nesting of folders;
+  each image is resized to ``load_size`` x ``load_size`` and randomly cropped to ``crop_size``
+  (AesUST: 512 -> 256), batch 4;
+* frozen encoder initialised from ``vgg_normalised.pth`` or a torchvision VGG-19 state dict
+  (``--vgg``; nothing is downloaded), or all weights from a pretrained folder (``--init_from``);
+* generator = fusion module + decoder, Adam lr 1e-4 decayed as lr / (1 + 5e-5 * iter);
+  aesthetic discriminator: Adam(0.5, 0.999), LSGAN, updated on its own loss only;
+  style projector: Adam(0.5, 0.999) on the two-crops InfoNCE;
+* stage I losses: content (1) + style (1) + identity (50; pixel term x50 inside) +
+  adversarial (5) + generator-side contrastive (``nce_g_weight``, 0.05);
+  stage II (from ``stage2_start``; AesUST's aesthetic stage): the fusion uses the style's
+  aesthetic map, identity is replaced by AR1 (0.5) and AR2 (500);
+* every ``save_every`` iterations: ``checkpoints/iter_NNNNNN/`` with the four official
+  ``.pth`` files + ``mccstn.safetensors`` (loadable by ``MccSTN.from_pretrained``) and
+  ``train_state.pt`` for ``--resume``; every ``sample_every``: a content/style/output grid in
+  ``samples/``; every iteration: a row in ``losses.csv`` (raw, unweighted losses and the
+  weighted generator total), and at the end ``loss_curve.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
+
+from . import checkpoint as ckpt
+from .contrast import QueueInfoNCE, StyleProjector, random_resized_crop
+from .losses import content_loss, lsgan_loss, mean_std_loss, reconstruction_loss, style_loss
+from .network import discriminator_size_problem, encoder_size_problem
+from .stylize import IMAGE_EXTENSIONS, MccSTN, tensor_to_pil
+
+LOSS_COLUMNS = ("loss_content", "loss_style", "loss_identity", "loss_ar1", "loss_ar2",
+                "loss_gan_g", "loss_gan_d", "loss_nce_d", "loss_nce_g", "loss_total")
+CSV_COLUMNS = ("iter", "stage", "lr") + LOSS_COLUMNS + ("seconds",)
+
+
+def _f(default, help_text, **kw):
+    return field(default=default, metadata={"help": help_text, **kw})
+
+
+@dataclass
+class TrainConfig:
+    """All training settings, with the public recipe's defaults (see the module docstring)."""
+
+    content_dir: str = _f("", "folder of content photos (searched recursively)")
+    style_dir: str = _f("", "folder of style images (searched recursively)")
+    out: str = _f("runs/mccstn", "output folder: checkpoints/, samples/, losses.csv, train_state.pt")
+    vgg: str = _f("", "encoder init: a vgg_normalised.pth or a torchvision vgg19 state-dict file")
+    init_from: str = _f("", "optional folder (or .safetensors) with MccSTN weights to fine-tune")
+    max_iter: int = _f(160000, "total iterations (AesUST: 80k stage I + 80k stage II)")
+    stage2_start: int = _f(80000, "iteration where the aesthetic stage II begins (-1: never)")
+    batch_size: int = _f(4, "images per batch")
+    load_size: int = _f(512, "images are resized to load_size x load_size ...")
+    crop_size: int = _f(256, "... then randomly cropped to crop_size (>= 125 for the discriminator)")
+    lr: float = _f(1e-4, "Adam learning rate (all optimisers)")
+    lr_decay: float = _f(5e-5, "lr at iteration i is lr / (1 + lr_decay * i)")
+    content_weight: float = _f(1.0, "content loss weight")
+    style_weight: float = _f(1.0, "style loss weight")
+    identity_weight: float = _f(50.0, "identity loss weight (stage I)")
+    identity_pixel_factor: float = _f(50.0, "factor of the pixel MSE inside the identity/AR1 loss")
+    gan_weight: float = _f(5.0, "generator-side adversarial weight")
+    ar1_weight: float = _f(0.5, "stage II: aesthetic self-reconstruction (AR1) weight")
+    ar2_weight: float = _f(500.0, "stage II: aesthetic-feature style loss (AR2) weight")
+    nce_g_weight: float = _f(0.05, "generator-side contrastive weight (CAST's lambda_NCE_G); 0 disables")
+    nce_d_weight: float = _f(1.0, "projector-side contrastive weight (CAST's lambda_NCE_D)")
+    nce_layers: str = _f("0,1,2,3", "encoder layers for the style projector (0=relu1_1 .. 4=relu5_1)")
+    nce_temperature: float = _f(0.07, "InfoNCE temperature")
+    nce_queue: int = _f(4096, "negatives kept per layer")
+    nce_crop: int = _f(256, "size of the random-resized crops fed to the projector")
+    proj_hidden: int = _f(1024, "projector MLP first hidden width")
+    proj_hidden2: int = _f(2048, "projector MLP second hidden width")
+    proj_dim: int = _f(2048, "projector output (code) dimension")
+    save_every: int = _f(10000, "checkpoint interval (iterations); the last iteration is always saved")
+    sample_every: int = _f(500, "sample-grid interval (0: never)")
+    seed: int = _f(0, "random seed")
+    device: str = _f("auto", "auto | cpu | cuda | cuda:N")
+    num_workers: int = _f(2, "data-loading worker processes (0: load in the main process)")
+    resume: bool = _f(False, "continue from OUT/train_state.pt")
+    overwrite: bool = _f(False, "allow starting in a non-empty OUT (old files may be replaced)")
+    progress: bool = _f(True, "show a progress bar")
+
+    def layers(self) -> tuple[int, ...]:
+        try:
+            return tuple(int(x) for x in str(self.nce_layers).split(",") if x.strip())
+        except ValueError:
+            raise ValueError(f"nce_layers must be comma-separated integers, got {self.nce_layers!r}") from None
+
+    def validate(self) -> None:
+        errs = []
+        if not self.content_dir or not Path(self.content_dir).is_dir():
+            errs.append(f"content_dir {self.content_dir!r} is not a folder")
+        if not self.style_dir or not Path(self.style_dir).is_dir():
+            errs.append(f"style_dir {self.style_dir!r} is not a folder")
+        if not self.vgg and not self.init_from:
+            errs.append("need --vgg (vgg_normalised.pth or torchvision vgg19 weights) or --init_from")
+        if self.vgg and not Path(self.vgg).is_file():
+            errs.append(f"vgg {self.vgg!r} is not a file")
+        if self.max_iter < 1 or self.batch_size < 1:
+            errs.append("max_iter and batch_size must be >= 1")
+        if self.crop_size > self.load_size:
+            errs.append(f"crop_size {self.crop_size} exceeds load_size {self.load_size}")
+        prob = discriminator_size_problem(self.crop_size, self.crop_size)
+        if prob:
+            errs.append(f"crop_size {self.crop_size}: {prob}")
+        if encoder_size_problem(self.nce_crop, self.nce_crop):
+            errs.append(f"nce_crop {self.nce_crop} is too small for the encoder")
+        if self.lr <= 0 or self.lr_decay < 0:
+            errs.append("lr must be > 0 and lr_decay >= 0")
+        for name in ("content_weight", "style_weight", "identity_weight", "gan_weight", "ar1_weight",
+                     "ar2_weight", "nce_g_weight", "nce_d_weight"):
+            if getattr(self, name) < 0:
+                errs.append(f"{name} must be >= 0")
+        try:
+            layers = self.layers()
+            if not layers or any(i < 0 or i > 4 for i in layers):
+                errs.append(f"nce_layers must be in 0..4, got {self.nce_layers!r}")
+        except ValueError as exc:
+            errs.append(str(exc))
+        if errs:
+            raise ValueError("bad training config: " + "; ".join(errs))
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------------------------
+def list_images(folder: str) -> list[str]:
+    files = sorted(str(p) for p in Path(folder).rglob("*")
+                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {folder}")
+    return files
+
+
+class ImageFolderDataset(torch.utils.data.Dataset):
+    """Images resized to load x load and randomly cropped to crop x crop, as (3,crop,crop) [0,1]."""
+
+    def __init__(self, folder: str, load_size: int, crop_size: int) -> None:
+        self.paths = list_images(folder)
+        self.load_size, self.crop_size = load_size, crop_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        for attempt in range(len(self.paths)):
+            path = self.paths[(index + attempt) % len(self.paths)]
+            try:
+                with Image.open(path) as im:
+                    img = im.convert("RGB").resize((self.load_size, self.load_size), Image.BILINEAR)
+                break
+            except Exception as exc:  # unreadable file: warn and take the next one
+                warnings.warn(f"skipping unreadable training image {path}: {exc}")
+        else:
+            raise RuntimeError("no readable training images")
+        arr = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        top = int(torch.randint(0, self.load_size - self.crop_size + 1, ()))
+        left = int(torch.randint(0, self.load_size - self.crop_size + 1, ()))
+        return arr[:, top:top + self.crop_size, left:left + self.crop_size].contiguous()
+
+
+def _infinite_loader(ds, batch_size, num_workers, seed):
+    g = torch.Generator().manual_seed(seed)
+    sampler = torch.utils.data.RandomSampler(ds, replacement=True, num_samples=1 << 40, generator=g)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, sampler=sampler,
+                                         num_workers=num_workers, drop_last=True,
+                                         generator=g, persistent_workers=num_workers > 0)
+    return iter(loader)
+
+
+def write_toy_images(folder: str | os.PathLike, n: int, size: int, kind: str, seed: int = 0) -> list[str]:
+    """Write ``n`` generated ``size`` x ``size`` PNGs (for smoke runs and tests).
+
+    ``kind="content"``: smooth blobs and gradients (photo-like); ``kind="style"``: coloured
+    stripes and dots (painting-like).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    paths = []
+    for i in range(n):
+        if kind == "content":
+            img = np.zeros((size, size, 3))
+            for _ in range(4):
+                cx, cy, r = rng.random(), rng.random(), 0.1 + 0.3 * rng.random()
+                blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))
+                img += blob[..., None] * rng.random(3)
+            img += 0.3 * (xx[..., None] * rng.random(3))
+        elif kind == "style":
+            freq, ang = 4 + 12 * rng.random(), math.pi * rng.random()
+            wave = np.sin(2 * math.pi * freq * (xx * math.cos(ang) + yy * math.sin(ang)))
+            c1, c2 = rng.random(3), rng.random(3)
+            img = np.where(wave[..., None] > 0, c1, c2) + 0.15 * rng.standard_normal((size, size, 3))
+        else:
+            raise ValueError(f"kind must be 'content' or 'style', got {kind!r}")
+        img = np.clip(img / max(img.max(), 1e-6) if kind == "content" else img, 0, 1)
+        p = folder / f"{kind}_{i:03d}.png"
+        Image.fromarray((img * 255).astype(np.uint8)).save(p)
+        paths.append(str(p))
+    return paths
+
+
+# ----------------------------------------------------------------------------------------------
+# trainer
+# ----------------------------------------------------------------------------------------------
+def _set_requires_grad(module: torch.nn.Module, flag: bool) -> None:
+    for p in module.parameters():
+        p.requires_grad_(flag)
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    """Holds the networks, optimisers and queues; :meth:`step` runs one iteration."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.device = _resolve_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        self.model = MccSTN()
+        if cfg.init_from:
+            self.model.source = ckpt.load_folder(self.model.components(), cfg.init_from)
+        if cfg.vgg:
+            self.encoder_kind = ckpt.load_encoder_init(self.model.encoder, cfg.vgg)
+        else:
+            self.encoder_kind = "init_from"
+        self.model.to(self.device)
+        self.model.encoder.eval()
+        _set_requires_grad(self.model.encoder, False)
+        layers = cfg.layers()
+        self.projector = StyleProjector(layers, cfg.proj_hidden, cfg.proj_hidden2, cfg.proj_dim).to(self.device)
+        self.nce = QueueInfoNCE(len(layers), cfg.proj_dim, cfg.nce_queue, cfg.nce_temperature,
+                                generator=torch.Generator().manual_seed(cfg.seed + 1)).to(self.device)
+        gen_params = list(self.model.fusion.parameters()) + list(self.model.decoder.parameters())
+        self.opt_g = torch.optim.Adam(gen_params, lr=cfg.lr)
+        self.opt_d = torch.optim.Adam(self.model.discriminator.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+        self.opt_p = torch.optim.Adam(self.projector.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+        self.crop_gen = torch.Generator().manual_seed(cfg.seed + 2)
+        self.iteration = 0  # number of completed iterations
+
+    # -- pieces ----------------------------------------------------------------------------
+    def lr_at(self, i: int) -> float:
+        return self.cfg.lr / (1.0 + self.cfg.lr_decay * i)
+
+    def in_stage2(self, i: int) -> bool:
+        return 0 <= self.cfg.stage2_start <= i
+
+    def generator_parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.model.fusion.parameters()) + list(self.model.decoder.parameters())
+
+    def _crop(self, x: torch.Tensor) -> torch.Tensor:
+        return random_resized_crop(x, self.cfg.nce_crop, generator=self.crop_gen)
+
+    def style_codes(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Projector codes of one random-resized crop per image (gradients flow to ``images``)."""
+        return self.projector(self.model.encoder(self._crop(images), depth=max(self.projector.layers) + 1))
+
+    def generator_nce(self, output: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """Generator-side contrastive loss: a crop of each output (query, with gradient) against
+        a crop of its own style image (positive key, no gradient) and the queued negatives."""
+        with torch.no_grad():
+            keys = self.style_codes(style)
+        return self.nce.multi_loss(self.style_codes(output), keys)
+
+    # -- one iteration ---------------------------------------------------------------------
+    def step(self, content: torch.Tensor, style: torch.Tensor) -> dict[str, float]:
+        cfg, m = self.cfg, self.model
+        i = self.iteration
+        lr = self.lr_at(i)
+        for opt in (self.opt_g, self.opt_d, self.opt_p):
+            for group in opt.param_groups:
+                group["lr"] = lr
+        stage2 = self.in_stage2(i)
+        content, style = content.to(self.device), style.to(self.device)
+        m.fusion.train(), m.decoder.train(), m.discriminator.train(), self.projector.train()
+
+        with torch.no_grad():
+            c_feats = m.encoder(content)
+            s_feats = m.encoder(style)
+            a_s = m.discriminator(style)[0] if stage2 else None
+        out = m.decoder(m.fusion(c_feats[3], s_feats[3], c_feats[4], s_feats[4], a_s))
+
+        # discriminator: LSGAN, real art -> 1, generated -> 0
+        _set_requires_grad(m.discriminator, True)
+        loss_d = lsgan_loss(m.discriminator(style)[1], 1.0) + lsgan_loss(m.discriminator(out.detach())[1], 0.0)
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+
+        # style projector: two crops of one style image are positives
+        _set_requires_grad(self.projector, True)
+        qa = self.style_codes(style)
+        qb = self.style_codes(style)
+        loss_nce_d = self.nce.multi_loss(qa, qb)
+        if cfg.nce_d_weight > 0:
+            self.opt_p.zero_grad(set_to_none=True)
+            (cfg.nce_d_weight * loss_nce_d).backward()
+            self.opt_p.step()
+
+        # generator: fusion + decoder (discriminator and projector frozen, gradients pass through)
+        _set_requires_grad(m.discriminator, False)
+        _set_requires_grad(self.projector, False)
+        o_feats = m.encoder(out)
+        l_c = content_loss(o_feats, c_feats)
+        l_s = style_loss(o_feats, s_feats)
+        a_o, o_scores = m.discriminator(out)
+        l_gan_g = lsgan_loss(o_scores, 1.0)
+        zero = out.new_zeros(())
+        l_id = l_ar1 = l_ar2 = zero
+        if not stage2:
+            i_cc = m.decoder(m.fusion(c_feats[3], c_feats[3], c_feats[4], c_feats[4]))
+            i_ss = m.decoder(m.fusion(s_feats[3], s_feats[3], s_feats[4], s_feats[4]))
+            l_id = (reconstruction_loss(i_cc, content, m.encoder(i_cc), c_feats, cfg.identity_pixel_factor)
+                    + reconstruction_loss(i_ss, style, m.encoder(i_ss), s_feats, cfg.identity_pixel_factor))
+            total = cfg.identity_weight * l_id
+        else:
+            i_oo = m.decoder(m.fusion(o_feats[3], o_feats[3], o_feats[4], o_feats[4], a_o))
+            l_ar1 = reconstruction_loss(i_oo, out, m.encoder(i_oo), o_feats, cfg.identity_pixel_factor)
+            l_ar2 = mean_std_loss(a_o, a_s)
+            total = cfg.ar1_weight * l_ar1 + cfg.ar2_weight * l_ar2
+        l_nce_g = self.generator_nce(out, style) if cfg.nce_g_weight > 0 else zero
+        total = (total + cfg.content_weight * l_c + cfg.style_weight * l_s + cfg.gan_weight * l_gan_g
+                 + cfg.nce_g_weight * l_nce_g)
+        self.opt_g.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt_g.step()
+        _set_requires_grad(m.discriminator, True)
+        _set_requires_grad(self.projector, True)
+
+        self.nce.enqueue([q.detach() for q in qa])
+        self.iteration += 1
+        self.last_batch = (content.detach(), style.detach(), out.detach())
+        vals = {"loss_content": l_c, "loss_style": l_s, "loss_gan_g": l_gan_g, "loss_gan_d": loss_d,
+                "loss_nce_d": loss_nce_d, "loss_total": total}
+        if stage2:
+            vals.update(loss_ar1=l_ar1, loss_ar2=l_ar2)
+        else:
+            vals["loss_identity"] = l_id
+        if cfg.nce_g_weight > 0:
+            vals["loss_nce_g"] = l_nce_g
+        # losses that this stage does not compute are None (an empty cell in losses.csv)
+        row = {k: (float(vals[k].detach()) if k in vals else None) for k in LOSS_COLUMNS}
+        row.update(iter=self.iteration, stage=2 if stage2 else 1, lr=lr)
+        return row
+
+    # -- state -----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"iteration": self.iteration,
+                "config": dataclasses.asdict(self.cfg),
+                "fusion": self.model.fusion.state_dict(), "decoder": self.model.decoder.state_dict(),
+                "discriminator": self.model.discriminator.state_dict(),
+                "encoder": self.model.encoder.state_dict(),
+                "projector": self.projector.state_dict(), "nce": self.nce.state_dict(),
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "opt_p": self.opt_p.state_dict(),
+                "rng_cpu": torch.get_rng_state(), "rng_crop": self.crop_gen.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in ("fusion", "decoder", "discriminator", "encoder"):
+            getattr(self.model, name).load_state_dict(state[name])
+        self.projector.load_state_dict(state["projector"])
+        self.nce.load_state_dict(state["nce"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.opt_p.load_state_dict(state["opt_p"])
+        torch.set_rng_state(state["rng_cpu"])
+        self.crop_gen.set_state(state["rng_crop"])
+        self.iteration = int(state["iteration"])
+
+    def save_checkpoint(self, out: Path) -> Path:
+        """Write ``checkpoints/iter_N/`` (four .pth + safetensors) and ``train_state.pt``."""
+        folder = out / "checkpoints" / f"iter_{self.iteration:06d}"
+        overwrite = self.cfg.overwrite
+        if folder.exists() and any(folder.iterdir()) and not overwrite:
+            raise FileExistsError(f"checkpoint folder {folder} already exists (pass --overwrite)")
+        ckpt.save_official(self.model.components(), folder, overwrite=True)
+        ckpt.save_safetensors(self.model.components(), folder / ckpt.SAFETENSORS_NAME, overwrite=True,
+                              metadata={"iteration": str(self.iteration), "encoder_init": self.encoder_kind})
+        tmp = out / "train_state.pt.tmp"
+        torch.save(self.state_dict(), str(tmp))
+        os.replace(tmp, out / "train_state.pt")
+        (out / "latest.txt").write_text(str(folder) + "\n")
+        return folder
+
+    def save_samples(self, path: Path, max_items: int = 4) -> None:
+        c, s, o = (t[:max_items].cpu() for t in self.last_batch)
+        save_grid([c, s, o.clamp(0, 1)], path)
+
+
+def save_grid(rows: Sequence[torch.Tensor], path: Path, pad: int = 2) -> None:
+    """Save rows of (N,3,H,W) [0,1] image batches as one PNG grid (rows: content/style/output)."""
+    n = max(r.shape[0] for r in rows)
+    h = max(r.shape[2] for r in rows)
+    w = max(r.shape[3] for r in rows)
+    grid = Image.new("RGB", (n * (w + pad) + pad, len(rows) * (h + pad) + pad), (255, 255, 255))
+    for ri, r in enumerate(rows):
+        for ci in range(r.shape[0]):
+            grid.paste(tensor_to_pil(r[ci:ci + 1]), (pad + ci * (w + pad), pad + ri * (h + pad)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# loss curve (PIL only; no matplotlib)
+# ----------------------------------------------------------------------------------------------
+_PALETTE = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14),
+            (23, 190, 207), (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34)]
+
+
+def read_loss_csv(path: str | os.PathLike) -> dict[str, list[tuple[float, float]]]:
+    """Column -> list of (iteration, value), skipping empty cells (losses a stage skips)."""
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    cols: dict[str, list[tuple[float, float]]] = {}
+    for r in rows:
+        try:
+            it = float(r["iter"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        for k, v in r.items():
+            try:
+                cols.setdefault(k, []).append((it, float(v)))
+            except (TypeError, ValueError):
+                pass
+    return cols
+
+
+def plot_loss_curves(csv_path: str | os.PathLike, png_path: str | os.PathLike,
+                     columns: Sequence[str] = LOSS_COLUMNS, title: str = "MccSTN training losses") -> str:
+    """Draw one small panel per loss column into a PNG (PIL only).
+
+    Each panel has its own y range (min/max labelled), the raw values as a thin line and an
+    exponential moving average as a thick one; a dashed vertical line marks the start of
+    stage II when the log has one. Columns with no values are left out.
+    """
+    data = read_loss_csv(csv_path)
+    its = [it for it, _ in data.get("iter", [])]
+    cols = [c for c in columns if data.get(c)]
+    if not its or not cols:
+        raise ValueError(f"{csv_path}: nothing to plot")
+    first, last = min(its), max(its)
+    span = max(last - first, 1.0)
+    stage2_at = next((it for it, v in data.get("stage", []) if v >= 2), None)
+    pw, ph, ncol = 330, 190, 3
+    nrow = math.ceil(len(cols) / ncol)
+    img = Image.new("RGB", (ncol * pw + 20, nrow * ph + 44), (255, 255, 255))
+    d = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+    note = f"  (dashed: stage II from iteration {int(stage2_at)})" if stage2_at is not None else ""
+    d.text((10, 10), f"{title}: {len(its)} iterations{note}", fill=(0, 0, 0), font=font)
+    for k, name in enumerate(cols):
+        pairs = data[name]
+        xs, ys = [p[0] for p in pairs], [p[1] for p in pairs]
+        x0, y0 = 10 + (k % ncol) * pw + 52, 44 + (k // ncol) * ph + 18
+        w, h = pw - 72, ph - 48
+        lo, hi = min(ys), max(ys)
+        if hi - lo < 1e-12:
+            lo, hi = lo - 0.5, hi + 0.5
+
+        def pt(xv, yv):
+            return (x0 + (xv - first) / span * w, y0 + h - (yv - lo) / (hi - lo) * h)
+
+        d.rectangle([x0, y0, x0 + w, y0 + h], outline=(160, 160, 160))
+        d.text((x0, y0 - 14), name, fill=(0, 0, 0), font=font)
+        d.text((x0 - 50, y0 - 4), f"{hi:.3g}", fill=(80, 80, 80), font=font)
+        d.text((x0 - 50, y0 + h - 8), f"{lo:.3g}", fill=(80, 80, 80), font=font)
+        d.text((x0, y0 + h + 3), f"{int(first)}", fill=(80, 80, 80), font=font)
+        d.text((x0 + w - 30, y0 + h + 3), f"{int(last)}", fill=(80, 80, 80), font=font)
+        if stage2_at is not None and first < stage2_at <= last:
+            sx = pt(stage2_at, lo)[0]
+            for yy in range(int(y0), int(y0 + h), 6):
+                d.line([(sx, yy), (sx, min(yy + 3, y0 + h))], fill=(120, 120, 120))
+        color = _PALETTE[k % len(_PALETTE)]
+        light = tuple(int(c + (255 - c) * 0.6) for c in color)
+        pts = [pt(a, b) for a, b in zip(xs, ys)]
+        if len(pts) == 1:
+            d.ellipse([pts[0][0] - 2, pts[0][1] - 2, pts[0][0] + 2, pts[0][1] + 2], fill=color)
+            continue
+        d.line(pts, fill=light, width=1)
+        beta = 0.8 if len(ys) < 200 else 0.95
+        ema, smooth = ys[0], []
+        for v in ys:
+            ema = beta * ema + (1 - beta) * v
+            smooth.append(ema)
+        d.line([pt(a, b) for a, b in zip(xs, smooth)], fill=color, width=2)
+    Path(png_path).parent.mkdir(parents=True, exist_ok=True)
+    img.save(png_path)
+    return str(png_path)
+
+
+# ----------------------------------------------------------------------------------------------
+# the loop
+# ----------------------------------------------------------------------------------------------
+def _prepare_out(cfg: TrainConfig) -> Path:
+    out = Path(cfg.out)
+    state = out / "train_state.pt"
+    if cfg.resume:
+        if not state.is_file():
+            raise FileNotFoundError(f"--resume: {state} not found")
+    elif out.exists() and any(out.iterdir()) and not cfg.overwrite:
+        raise FileExistsError(f"output folder {out} is not empty; pass --resume to continue the "
+                              f"run there, --overwrite to start over in it, or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run (or resume) training; returns a summary dict (last losses, paths, timing)."""
+    out = _prepare_out(cfg)
+    trainer = Trainer(cfg)
+    csv_path = out / "losses.csv"
+    if cfg.resume:
+        trainer.load_state_dict(torch.load(str(out / "train_state.pt"), map_location=trainer.device,
+                                           weights_only=True))
+        kept = []
+        if csv_path.is_file():
+            with open(csv_path, newline="") as fh:
+                kept = [r for r in csv.DictReader(fh) if int(float(r["iter"])) <= trainer.iteration]
+        with open(csv_path, "w", newline="") as fh:
+            wr = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+            wr.writeheader()
+            wr.writerows(kept)
+    else:
+        with open(csv_path, "w", newline="") as fh:
+            csv.DictWriter(fh, fieldnames=CSV_COLUMNS).writeheader()
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+
+    start = trainer.iteration
+    if start >= cfg.max_iter:
+        raise ValueError(f"nothing to do: already at iteration {start} >= max_iter {cfg.max_iter}")
+    torch.manual_seed(cfg.seed + start)
+    content_iter = _infinite_loader(ImageFolderDataset(cfg.content_dir, cfg.load_size, cfg.crop_size),
+                                    cfg.batch_size, cfg.num_workers, cfg.seed * 2 + start)
+    style_iter = _infinite_loader(ImageFolderDataset(cfg.style_dir, cfg.load_size, cfg.crop_size),
+                                  cfg.batch_size, cfg.num_workers, cfg.seed * 2 + 1 + start)
+    try:
+        from tqdm import tqdm
+        bar = tqdm(total=cfg.max_iter, initial=start, disable=not cfg.progress, dynamic_ncols=True,
+                   desc="mccstn train")
+    except ImportError:  # pragma: no cover
+        bar = None
+    last, saved, t0 = {}, [], time.time()
+    with open(csv_path, "a", newline="") as fh:
+        wr = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        while trainer.iteration < cfg.max_iter:
+            ts = time.time()
+            row = trainer.step(next(content_iter), next(style_iter))
+            row["seconds"] = round(time.time() - ts, 4)
+            bad = [k for k in LOSS_COLUMNS if row[k] is not None and not math.isfinite(row[k])]
+            wr.writerow(row)
+            fh.flush()
+            last = row
+            if bad:
+                raise FloatingPointError(f"iteration {row['iter']}: non-finite {bad}; see {csv_path}")
+            n = trainer.iteration
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(c=f"{row['loss_content']:.2f}", s=f"{row['loss_style']:.2f}",
+                                g=f"{row['loss_total']:.1f}", d=f"{row['loss_gan_d']:.2f}")
+            if cfg.sample_every and n % cfg.sample_every == 0:
+                trainer.save_samples(out / "samples" / f"iter_{n:06d}.png")
+            if n % cfg.save_every == 0 or n == cfg.max_iter:
+                saved.append(str(trainer.save_checkpoint(out)))
+    if bar is not None:
+        bar.close()
+    curve = plot_loss_curves(csv_path, out / "loss_curve.png")
+    return {"last": last, "checkpoints": saved, "loss_csv": str(csv_path), "loss_curve": curve,
+            "seconds": time.time() - t0, "iterations_run": trainer.iteration - start,
+            "encoder_init": trainer.encoder_kind}
+
+
+# ----------------------------------------------------------------------------------------------
+# command line
+# ----------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m mccstn.train",
+        description="Train MccSTN (content/style/identity/adversarial/contrastive losses).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in dataclasses.fields(TrainConfig):
+        help_text = f.metadata.get("help", "")
+        if f.type in ("bool", bool):
+            ap.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, default=f.default,
+                            help=help_text)
+        else:
+            typ = {"int": int, "float": float, "str": str}.get(str(f.type), str)
+            ap.add_argument(f"--{f.name}", type=typ, default=f.default, help=help_text)
+    return ap
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = TrainConfig(**vars(args))
+    try:
+        summary = train(cfg)
+    except (ValueError, FileExistsError, FileNotFoundError, ckpt.CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    last = summary["last"]
+    print(f"done: {summary['iterations_run']} iterations in {summary['seconds']:.1f}s; "
+          f"last losses: " + ", ".join(f"{k[5:]}={last[k]:.4g}" for k in LOSS_COLUMNS))
+    print(f"checkpoints: {summary['checkpoints'][-1] if summary['checkpoints'] else '-'}; "
+          f"loss curve: {summary['loss_curve']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
