@@ -241,9 +241,11 @@ class Trainer:
         self.cfg = cfg
         self.device = _resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
-        self.model = MccSTN()
         if cfg.init_from:
+            self.model = MccSTN._uninitialised()  # every tensor comes from the folder
             self.model.source = ckpt.load_folder(self.model.components(), cfg.init_from)
+        else:  # PyTorch's default init for the trained parts; the encoder is loaded below
+            self.model = MccSTN()
         if cfg.vgg:
             self.encoder_kind = ckpt.load_encoder_init(self.model.encoder, cfg.vgg)
         else:
@@ -373,14 +375,14 @@ class Trainer:
                 "config": dataclasses.asdict(self.cfg),
                 "fusion": self.model.fusion.state_dict(), "decoder": self.model.decoder.state_dict(),
                 "discriminator": self.model.discriminator.state_dict(),
-                "encoder": self.model.encoder.state_dict(),
                 "projector": self.projector.state_dict(), "nce": self.nce.state_dict(),
                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
                 "opt_p": self.opt_p.state_dict(),
                 "rng_cpu": torch.get_rng_state(), "rng_crop": self.crop_gen.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
-        for name in ("fusion", "decoder", "discriminator", "encoder"):
+        # the frozen encoder is not in the state: it is re-read from --vgg / --init_from
+        for name in ("fusion", "decoder", "discriminator"):
             getattr(self.model, name).load_state_dict(state[name])
         self.projector.load_state_dict(state["projector"])
         self.nce.load_state_dict(state["nce"])
