@@ -1,0 +1,355 @@
+"""MccSTN Studio: the Gradio app (``python app.py``; also the Hugging Face Space entry point).
+
+A thin UI layer: it builds the tabs and wires events to the libraries (``fusion``, ``mccstn``)
+through the app runtime in ``studio/``. Importing this module does no heavy work; models load
+on the first request and stay warm.
+
+Stable API names (scriptable with gradio_client): ``/fuse``, ``/stop``, ``/saliency_step``,
+``/random_seed``, ``/selection_from_sliders``, ``/sliders_from_selection``, ``/model_geometry``,
+``/refresh_models``, ``/stylize``, ``/engine_info``, ``/runtime_status``.
+"""
+from __future__ import annotations
+
+import random
+import sys
+
+from studio.config import OUTPUTS_DIR, StudioConfig, build_parser, config_from_args  # light imports only
+
+TITLE = "MccSTN Studio"
+CSS = """
+#status {min-height: 2.6em}
+.sal-row img {image-rendering: pixelated}
+"""
+
+
+def _gr():
+    import gradio as gr
+    return gr
+
+
+# ---------------------------------------------------------------------------------------------
+# fusion tab handlers (pure glue: inputs -> studio/fusion -> outputs)
+# ---------------------------------------------------------------------------------------------
+def _session(request) -> str:
+    return getattr(request, "session_hash", None) or "default"
+
+
+def _panels(state, k):
+    """Saliency panels of captured step ``k`` from the state kept after a run."""
+    if not state or not len(state["trace"]):
+        msg = ("No SNB step in this run (mode 0, or a schedule where SNB never runs): "
+               "the fused image is the primary's.") if state else "Run a fusion to see its saliency maps."
+        return None, None, None, (state["trace"].plot() if state else None), msg
+    trace = state["trace"]
+    k = int(max(0, min(int(k or 0), len(trace) - 1)))
+    hp, hs, m = trace.panels(k, image=state["fused"])
+    return hp, hs, m, trace.plot(k), trace.describe(k)
+
+
+def build_app(config: StudioConfig | None = None, studio=None):
+    """The Blocks app. ``studio``: an existing :class:`studio.runtime.Studio` (tests share one)."""
+    gr = _gr()
+    from fusion.schedule import MODE_HELP, FusionSelection, parse_fusion_selection
+    from studio import examples as ex
+    from studio.engines import control_param
+    from studio.fusion_service import FuseRequest
+    from studio.gpu import StudioError
+    from studio.models import (TOY_EXPERT, TOY_GENERAL, discover, geometry, missing_toy_message,
+                               toy_models_present)
+    from studio.runtime import Studio
+
+    rt = studio or Studio(config)
+    cfg = rt.config
+    choices = discover(cfg.models_dir)
+    choice_pairs = [(c.label, c.path) for c in choices]
+    default_general = str(TOY_GENERAL) if any(c.path == str(TOY_GENERAL) for c in choices) else \
+        (choices[0].path if choices else str(TOY_GENERAL))
+    default_expert = str(TOY_EXPERT) if any(c.path == str(TOY_EXPERT) for c in choices) else \
+        (choices[min(1, len(choices) - 1)].path if choices else str(TOY_EXPERT))
+    geo = geometry(default_general)
+    mode_choices = [(MODE_HELP[m], m) for m in (0, 1, 2)]
+    recipe = ex.FUSION_EXAMPLES[0]
+
+    # ---- handlers ---------------------------------------------------------------------------
+    def fuse(general, expert, general_path, expert_path, primary, prompt, prompt1, negative_prompt, seed,
+             steps, guidance, height, width, fusion_selection, mode, progress=gr.Progress(),
+             request: gr.Request = None):
+        """Run a fusion; stream previews; return general, expert and fused images, the
+        before/after pair, and the saliency view of the first captured SNB step."""
+        from fusion.sampler import Cancelled
+        req = FuseRequest(general=general, expert=expert, general_path_box=general_path or "",
+                          expert_path_box=expert_path or "", primary=primary or "general", prompt=prompt or "",
+                          prompt1=prompt1 or "", negative_prompt=negative_prompt or "",
+                          seed=seed if seed is not None else 0, steps=int(steps or 1),
+                          guidance=float(guidance if guidance is not None else 7.5),
+                          height=int(height) if height else None, width=int(width) if width else None,
+                          fusion_selection=fusion_selection or "", mode=int(mode if mode is not None else 2))
+        cancel = rt.new_cancel(_session(request), "fuse")
+        skip = gr.skip()
+        progress(0, desc="loading models / waiting for a free slot")
+        try:
+            for item in rt.fusion.stream(req, cancel):
+                if hasattr(item, "trace"):
+                    state = {"trace": item.trace, "fused": item.images["fused"]}
+                    hp, hs, m, plot, caption = _panels(state, 0)
+                    n = len(item.trace)
+                    step_update = gr.update(minimum=0, maximum=max(n - 1, 1), value=0, step=1,
+                                            interactive=n > 1,
+                                            label=f"Captured SNB step (1 of {n} captured)" if n else
+                                            "Captured SNB step (none in this run)")
+                    yield (item.images["general"], item.images["expert"], item.images["fused"],
+                           (item.primary_image, item.images["fused"]), hp, hs, m, plot, step_update,
+                           caption, item.summary(), state)
+                else:
+                    progress((item.step, item.total), desc="sampling")
+                    yield (item.images.get("general", skip), item.images.get("expert", skip),
+                           item.images.get("fused", skip), skip, skip, skip, skip, skip, skip, skip,
+                           f"Sampling: step {item.step} of {item.total} (previews: predicted final image)", skip)
+        except Cancelled:
+            raise gr.Error("Stopped.", print_exception=False)
+        except StudioError as e:
+            raise gr.Error(str(e), print_exception=False)
+
+    def stop(request: gr.Request = None):
+        """Cancel this session's running fusion (the sampler stops before its next step)."""
+        stopped = rt.cancel(_session(request), "fuse")
+        return "Stopped." if stopped else "Nothing was running."
+
+    def saliency_step(step, state):
+        """Show captured step ``step`` of the last run (no model runs)."""
+        return _panels(state, step)
+
+    def random_seed():
+        return random.randrange(0, 2 ** 31 - 1)
+
+    def selection_from_sliders(v1, kg, ke):
+        try:
+            return str(FusionSelection(int(v1), float(kg), float(ke)))
+        except ValueError as e:
+            raise gr.Error(str(e), print_exception=False)
+
+    def sliders_from_selection(text):
+        try:
+            sel = parse_fusion_selection((text or "").strip())
+        except ValueError as e:
+            raise gr.Error(str(e), print_exception=False)
+        return sel.v1, sel.kg, sel.ke, str(sel)
+
+    def model_geometry(general, expert, general_path, expert_path, primary):
+        """Size sliders for the primary model's supported sizes."""
+        p = ((expert_path or "").strip() or expert) if primary == "expert" else ((general_path or "").strip() or general)
+        g = geometry(p)
+        return (gr.update(minimum=g.minimum, maximum=g.maximum, step=g.step, value=g.native),
+                gr.update(minimum=g.minimum, maximum=g.maximum, step=g.step, value=g.native))
+
+    def refresh_models(general, expert):
+        cs = [(c.label, c.path) for c in discover(cfg.models_dir)]
+        return gr.update(choices=cs, value=general), gr.update(choices=cs, value=expert), rt.describe()
+
+    # ---- layout -----------------------------------------------------------------------------
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(f"# {TITLE}\nFuse two text-to-image diffusion models with Saliency-aware Noise Blending "
+                    "(MagicFusion) and inspect where each model wins; transfer styles between images.")
+        with gr.Tab("Fusion", id="fusion"):
+            gr.Markdown(f"⚠️ {missing_toy_message()}", visible=not toy_models_present(), elem_id="toy_missing")
+            with gr.Row():
+                with gr.Column(scale=2, min_width=320):
+                    with gr.Group():
+                        with gr.Row():
+                            general = gr.Dropdown(choice_pairs, value=default_general, label="General model",
+                                                  allow_custom_value=True, elem_id="general_model")
+                            expert = gr.Dropdown(choice_pairs, value=default_expert, label="Expert model",
+                                                 allow_custom_value=True, elem_id="expert_model")
+                        with gr.Row():
+                            general_path = gr.Textbox("", label="…or general model path", placeholder="folder or .safetensors/.ckpt",
+                                                      max_lines=1)
+                            expert_path = gr.Textbox("", label="…or expert model path", placeholder="folder or .safetensors/.ckpt",
+                                                     max_lines=1)
+                        with gr.Row():
+                            primary = gr.Radio([("General model", "general"), ("Expert model", "expert")],
+                                               value="general", label="Primary model",
+                                               info="its text encoder, schedule and VAE drive the fused run")
+                            refresh = gr.Button("Rescan models folder", size="sm", scale=0)
+                    prompt = gr.Textbox(recipe.prompt, label="Prompt (expert)", lines=1, elem_id="prompt")
+                    prompt1 = gr.Textbox(recipe.prompt1, label="Prompt1 (general)", lines=1, elem_id="prompt1")
+                    negative = gr.Textbox("", label="Negative prompt", lines=1)
+                    with gr.Row():
+                        seed = gr.Number(recipe.seed, label="Seed", precision=0, minimum=0, elem_id="seed")
+                        dice = gr.Button("🎲 Randomise", size="sm", scale=0)
+                    with gr.Row():
+                        steps = gr.Slider(1, 200, value=recipe.steps, step=1, label="Steps (DDIM)", elem_id="steps")
+                        guidance = gr.Slider(1, 20, value=recipe.guidance, step=0.5, label="Guidance scale")
+                    with gr.Row():
+                        height = gr.Slider(geo.minimum, geo.maximum, value=geo.native, step=geo.step, label="Height")
+                        width = gr.Slider(geo.minimum, geo.maximum, value=geo.native, step=geo.step, label="Width")
+                    with gr.Group():
+                        with gr.Row():
+                            v1 = gr.Slider(0, 1000, value=600, step=1, label="v1 (fusion step, DDPM t)",
+                                           elem_id="v1")
+                            kg = gr.Slider(0.05, 10, value=1, step=0.05, label="kg (primary sharpness)")
+                            ke = gr.Slider(0.05, 10, value=1, step=0.05, label="ke (secondary sharpness)")
+                        mode = gr.Radio(mode_choices, value=recipe.mode, label="Merge mode", elem_id="mode")
+                        selection = gr.Textbox(recipe.fusion_selection, label="fusion_selection (v1,kg,ke)",
+                                               info="made by the sliders; paste one and press Enter",
+                                               max_lines=1, elem_id="fusion_selection")
+                    with gr.Row():
+                        run = gr.Button("Fuse", variant="primary", elem_id="fuse_button")
+                        stop_btn = gr.Button("Stop", variant="stop", elem_id="stop_button")
+                    status = gr.Markdown("", elem_id="status")
+                with gr.Column(scale=3, min_width=420):
+                    with gr.Row():
+                        img_kw = dict(format="png", type="pil", interactive=False, buttons=["download", "fullscreen"])
+                        out_general = gr.Image(label="General alone", elem_id="out_general", **img_kw)
+                        out_expert = gr.Image(label="Expert alone", elem_id="out_expert", **img_kw)
+                        out_fused = gr.Image(label="Fused", elem_id="out_fused", **img_kw)
+                    compare = gr.ImageSlider(label="Before/after: primary alone vs fused", format="png", type="pil",
+                                             interactive=False, buttons=["download", "fullscreen"], max_height=360,
+                                             elem_id="compare")
+                    gr.Markdown("**Saliency view** - primary and secondary saliency (one colour scale per "
+                                "step: red = salient) and the mask (tinted = latent pixels taken from the "
+                                "secondary), at each captured SNB step.")
+                    with gr.Row(elem_classes=["sal-row"]):
+                        sal_p = gr.Image(label="Primary saliency", elem_id="sal_primary", **img_kw)
+                        sal_s = gr.Image(label="Secondary saliency", elem_id="sal_secondary", **img_kw)
+                        sal_m = gr.Image(label="Mask (from secondary)", elem_id="sal_mask", **img_kw)
+                    step = gr.Slider(0, 1, value=0, step=1, label="Captured SNB step", interactive=False,
+                                     elem_id="sal_step")
+                    step_caption = gr.Markdown("Run a fusion to see its saliency maps.", elem_id="sal_caption")
+                    share_plot = gr.Image(label="Share of pixels from the secondary over the steps",
+                                          elem_id="share_plot", **img_kw)
+            trace_state = gr.State(None)
+            gr.Examples(
+                examples=[[e.prompt, e.prompt1, e.fusion_selection, e.mode, e.primary, e.seed, e.steps, e.guidance]
+                          for e in ex.FUSION_EXAMPLES],
+                example_labels=[e.title for e in ex.FUSION_EXAMPLES],
+                inputs=[prompt, prompt1, selection, mode, primary, seed, steps, guidance],
+                label="The reference's two recipes in the toy world (click one, then Fuse)")
+
+        with gr.Tab("Style transfer", id="style"):
+            entries = rt.engines.entries()
+            default_engine = rt.engines.default_key()
+            with gr.Row():
+                content = gr.Image(label="Content", type="pil", sources=["upload", "clipboard"], elem_id="content")
+                style_img = gr.Image(label="Style", type="pil", sources=["upload", "clipboard"], elem_id="style")
+                stylized = gr.Image(label="Stylised", format="png", type="pil", interactive=False,
+                                    buttons=["download", "fullscreen"], elem_id="stylized")
+            engine = gr.Radio([(e.label + ("" if e.available else " (unavailable)"), e.key) for e in entries],
+                              value=default_engine, label="Engine", elem_id="engine")
+            engine_line = gr.Markdown(next((e.status_line() for e in entries if e.key == default_engine), ""),
+                                      elem_id="engine_status")
+            control_inputs: dict[str, object] = {}
+            groups = {}
+            for e in entries:
+                with gr.Group(visible=e.key == default_engine) as grp:
+                    for c in e.controls:
+                        control_inputs[control_param(e.key, c.name)] = _control_widget(gr, c)
+                groups[e.key] = grp
+            style_run = gr.Button("Stylise", variant="primary", elem_id="stylize_button")
+            style_status = gr.Markdown("")
+            pairs = ex.style_examples()
+            if pairs:
+                gr.Examples(examples=[list(p) for p in pairs], inputs=[content, style_img],
+                            label="Examples (toy-world renders from assets/examples)")
+
+        with gr.Accordion("Runtime", open=False):
+            runtime_md = gr.Markdown("")
+            runtime_btn = gr.Button("Show warm models", size="sm")
+
+        # ---- events (every one with a stable api_name) --------------------------------------
+        fuse_inputs = [general, expert, general_path, expert_path, primary, prompt, prompt1, negative, seed,
+                       steps, guidance, height, width, selection, mode]
+        fuse_outputs = [out_general, out_expert, out_fused, compare, sal_p, sal_s, sal_m, share_plot, step,
+                        step_caption, status, trace_state]
+        fuse_evt = run.click(fuse, fuse_inputs, fuse_outputs, api_name="fuse", concurrency_id="gpu",
+                             concurrency_limit=cfg.concurrency, show_progress="minimal",
+                             show_progress_on=[status])
+        prompt.submit(fuse, fuse_inputs, fuse_outputs, api_name="fuse_on_enter", api_visibility="undocumented",
+                      concurrency_id="gpu", concurrency_limit=cfg.concurrency, show_progress="minimal",
+                      show_progress_on=[status])
+        stop_btn.click(stop, None, status, api_name="stop", cancels=[fuse_evt], queue=False)
+        step.input(saliency_step, [step, trace_state], [sal_p, sal_s, sal_m, share_plot, step_caption],
+                   api_name="saliency_step", trigger_mode="always_last", show_progress="hidden")
+        dice.click(random_seed, None, seed, api_name="random_seed", queue=False)
+        gr.on([v1.input, kg.input, ke.input], selection_from_sliders, [v1, kg, ke], selection,
+              api_name="selection_from_sliders", trigger_mode="always_last", show_progress="hidden", queue=False)
+        selection.submit(sliders_from_selection, selection, [v1, kg, ke, selection],
+                         api_name="sliders_from_selection", show_progress="hidden", queue=False)
+        selection.blur(sliders_from_selection, selection, [v1, kg, ke, selection],
+                       api_name="sliders_from_selection_blur", api_visibility="undocumented",
+                       show_progress="hidden", queue=False)
+        geo_inputs = [general, expert, general_path, expert_path, primary]
+        gr.on([general.change, expert.change, primary.change, general_path.blur, expert_path.blur], model_geometry,
+              geo_inputs, [height, width], api_name="model_geometry", show_progress="hidden", queue=False)
+        refresh.click(refresh_models, [general, expert], [general, expert, runtime_md], api_name="refresh_models")
+        runtime_btn.click(lambda: rt.describe(), None, runtime_md, api_name="runtime_status", queue=False)
+
+        # ---- style tab events ------------------------------------------------------------------
+        keys = [e.key for e in entries]
+
+        def engine_info(engine):
+            """The engine's one-line status and which control group to show."""
+            try:
+                line = rt.engines.get(engine).status_line() if engine else "No style engine is installed."
+            except StudioError as e:
+                line = str(e)
+            return (line, *[gr.update(visible=k == engine) for k in keys])
+
+        def stylize(content, style, engine, **controls):
+            """Stylise ``content`` with ``style``; engine controls are named ``<engine>_<control>``
+            (e.g. ``mccstn_alpha``, ``injection_steps``)."""
+            if not engine:
+                raise gr.Error("No style engine is available.", print_exception=False)
+            prefix = f"{engine}_"
+            opts = {k[len(prefix):]: v for k, v in controls.items() if k.startswith(prefix)}
+            try:
+                out = rt.engines.stylize(engine, content, style, opts)
+            except StudioError as e:
+                raise gr.Error(str(e), print_exception=False)
+            return out, f"Done ({rt.engines.get(engine).label}, {out.width}x{out.height})."
+
+        engine.change(engine_info, engine, [engine_line, *[groups[k] for k in keys]], api_name="engine_info",
+                      queue=False)
+        style_run.click(stylize, [content, style_img, engine], [stylized, style_status], api_name="stylize",
+                        inputs_kwargs=control_inputs, concurrency_id="gpu", concurrency_limit=cfg.concurrency)
+    demo.studio = rt
+    return demo
+
+
+def _control_widget(gr, c):
+    """A Gradio widget for one :class:`mccstn.engines.Control`."""
+    kw = dict(label=c.label, info=c.info or None)
+    if c.kind == "slider":
+        return gr.Slider(c.minimum if c.minimum is not None else 0, c.maximum if c.maximum is not None else 1,
+                         value=c.default, step=c.step, **kw)
+    if c.kind == "checkbox":
+        return gr.Checkbox(value=bool(c.default), **kw)
+    if c.kind == "dropdown":
+        return gr.Dropdown(list(c.choices), value=c.default, **kw)
+    if c.kind == "number":
+        is_int = isinstance(c.default, int) and not isinstance(c.default, bool)
+        return gr.Number(value=c.default, minimum=c.minimum, maximum=c.maximum, step=c.step,
+                         precision=0 if is_int else None, **kw)
+    return gr.Textbox(value="" if c.default is None else str(c.default), max_lines=1, **kw)
+
+
+def launch(demo, cfg: StudioConfig, **kw):
+    """Queue and launch with the app's theme; serves files from the project's outputs/assets only."""
+    demo.queue(max_size=64, default_concurrency_limit=8)
+    OUTPUTS_DIR.mkdir(exist_ok=True)
+    return demo.launch(server_name=cfg.host, server_port=cfg.port, share=cfg.share, css=CSS,
+                       footer_links=["api", "gradio"], **kw)
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = config_from_args(argv)
+    demo = build_app(cfg)
+    if cfg.preload:
+        demo.studio.preload_in_background()
+    launch(demo, cfg)
+    return 0
+
+
+__all__ = ["build_app", "launch", "main", "build_parser"]
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Studio settings: command-line flags with environment-variable defaults.
+
+=====================  ==========================  ===============================================
+flag                   environment variable        default
+=====================  ==========================  ===============================================
+--host                 STUDIO_HOST (GRADIO_SERVER_NAME)   127.0.0.1
+--port                 STUDIO_PORT (GRADIO_SERVER_PORT)   7860
+--models-dir           STUDIO_MODELS_DIR           ./models
+--device               STUDIO_DEVICE               cuda when available, else cpu
+--precision            STUDIO_PRECISION            auto (fp16 on CUDA, fp32 on CPU)
+--memory-budget-gb     STUDIO_MEMORY_BUDGET_GB     60 % of the GPU's memory / 40 % of RAM
+--concurrency          STUDIO_CONCURRENCY          1 (GPU jobs at once)
+--mccstn-weights       MCCSTN_WEIGHTS              <models-dir>/mccstn
+--threads              STUDIO_THREADS              torch's default (CPU threads for model work)
+--no-preload           (none)                      the default toy models load right after start
+--share                (none)                      off
+=====================  ==========================  ===============================================
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODELS_DIR = PROJECT_ROOT / "models"
+OUTPUTS_DIR = PROJECT_ROOT / "outputs"
+ASSETS_DIR = PROJECT_ROOT / "assets"
+
+
+def _env(*names: str, default=None):
+    for n in names:
+        v = os.environ.get(n)
+        if v not in (None, ""):
+            return v
+    return default
+
+
+@dataclass
+class StudioConfig:
+    host: str = "127.0.0.1"
+    port: int | None = 7860
+    models_dir: Path = DEFAULT_MODELS_DIR
+    device: str | None = None            # None: cuda when available, else cpu
+    precision: str = "auto"              # auto | fp32 | fp16 | bf16
+    memory_budget_gb: float | None = None
+    concurrency: int = 1
+    mccstn_weights: Path | None = None
+    style_model: Path | None = None      # diffusion model of the injection engine (default: toy general)
+    share: bool = False
+    preview_every: int = 0               # 0: about 10 previews per run
+    threads: int | None = None           # torch CPU threads (None: torch's default)
+    preload: bool = False                # load the default models in the background at start
+    extra_engines: list = field(default_factory=list)  # (key, factory) pairs, e.g. for tests
+
+    # ---- derived ----------------------------------------------------------------------------
+    def torch_device(self):
+        import torch
+        from fusion.loading import default_device
+        return torch.device(self.device) if self.device else default_device()
+
+    def torch_dtype(self):
+        import torch
+        from fusion.loading import default_dtype
+        if self.precision == "auto":
+            return default_dtype(self.torch_device())
+        return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.precision]
+
+    def budget_bytes(self) -> int:
+        if self.memory_budget_gb is not None:
+            return int(float(self.memory_budget_gb) * 2 ** 30)
+        dev = self.torch_device()
+        if dev.type == "cuda":
+            import torch
+            total = torch.cuda.get_device_properties(dev).total_memory
+            return int(0.6 * total)
+        return int(0.4 * _ram_bytes())
+
+    def mccstn_dir(self) -> Path:
+        return Path(self.mccstn_weights) if self.mccstn_weights else Path(self.models_dir) / "mccstn"
+
+
+def _ram_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2 ** 30
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python app.py",
+        description="MccSTN Studio: fuse two diffusion models (MagicFusion SNB) with a saliency explorer, "
+                    "and transfer styles. Opens a Gradio app in the browser.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--host", default=_env("STUDIO_HOST", "GRADIO_SERVER_NAME", default="127.0.0.1"),
+                   help="interface to listen on (0.0.0.0 for every interface); env STUDIO_HOST")
+    p.add_argument("--port", type=int, default=int(_env("STUDIO_PORT", "GRADIO_SERVER_PORT", default=7860)),
+                   help="port (0: pick a free one); env STUDIO_PORT")
+    p.add_argument("--models-dir", type=Path, default=Path(_env("STUDIO_MODELS_DIR", default=DEFAULT_MODELS_DIR)),
+                   help="folder scanned for models (diffusers folders, .safetensors, .ckpt) and MccSTN "
+                        "weights (<dir>/mccstn); env STUDIO_MODELS_DIR")
+    p.add_argument("--device", default=_env("STUDIO_DEVICE"),
+                   help="torch device, e.g. cuda, cuda:1, cpu (default: cuda when available); env STUDIO_DEVICE")
+    p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"),
+                   default=_env("STUDIO_PRECISION", default="auto"),
+                   help="weights dtype: auto = fp16 on CUDA, fp32 on CPU; env STUDIO_PRECISION")
+    p.add_argument("--memory-budget-gb", type=float, default=_env("STUDIO_MEMORY_BUDGET_GB"),
+                   help="memory for warm models; the least recently used are evicted beyond it "
+                        "(default: 60%% of GPU memory, or 40%% of RAM on CPU); env STUDIO_MEMORY_BUDGET_GB")
+    p.add_argument("--concurrency", type=int, default=int(_env("STUDIO_CONCURRENCY", default=1)),
+                   help="model jobs (fusion, style transfer) run at once; more wait in one shared queue; "
+                        "env STUDIO_CONCURRENCY")
+    p.add_argument("--mccstn-weights", type=Path, default=_env("MCCSTN_WEIGHTS"),
+                   help="folder with the MccSTN weights (default: <models-dir>/mccstn); env MCCSTN_WEIGHTS")
+    p.add_argument("--threads", type=int, default=_env("STUDIO_THREADS"),
+                   help="torch CPU threads for model work (on a busy machine 1 can be much faster); "
+                        "env STUDIO_THREADS (default: torch's choice)")
+    p.add_argument("--no-preload", action="store_true",
+                   help="do not load the default toy models in the background right after start")
+    p.add_argument("--share", action="store_true", help="create a public gradio.live link (needs network)")
+    return p
+
+
+def config_from_args(argv: list[str] | None = None) -> StudioConfig:
+    a = build_parser().parse_args(argv)
+    if a.concurrency < 1:
+        build_parser().error(f"--concurrency must be >= 1, got {a.concurrency}")
+    return StudioConfig(host=a.host, port=a.port or None, models_dir=Path(a.models_dir), device=a.device,
+                        precision=a.precision,
+                        memory_budget_gb=None if a.memory_budget_gb is None else float(a.memory_budget_gb),
+                        concurrency=a.concurrency, mccstn_weights=a.mccstn_weights, share=a.share,
+                        threads=int(a.threads) if a.threads else None, preload=not a.no_preload)

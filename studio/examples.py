@@ -1,0 +1,72 @@
+"""Example recipes for the app.
+
+The fusion examples are the reference's two recipes (MagicFusion README, ``magicfusion.sh``)
+in the toy world, where the cartoon expert has blind spots (it never saw green, purple or
+triangles) and the general model has only seen photos:
+
+1. Composition from the general model, style from the expert: the general model is primary,
+   ``600,1,1`` and mode 2 - SNB on the early steps (t > 600) lets the expert's style in while
+   the general model lays out what the expert cannot draw; the general model alone finishes.
+   (Reference: "A lion with a crown on his head", fusion_selection 600,1,1, merge_mode 2.)
+2. Expert composition first, then SNB: the expert is primary, ``850,1,1`` and mode 1 - the
+   expert alone sets the composition on the first steps (t > 850), SNB for the rest.
+   (Reference: "A bee is making honey", fusion_selection 850,1,1, merge_mode 1.)
+
+Like the reference, each recipe gives both models the same prompt.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .config import ASSETS_DIR
+
+
+@dataclass(frozen=True)
+class FusionExample:
+    title: str
+    prompt: str           # expert
+    prompt1: str          # general
+    fusion_selection: str
+    mode: int
+    primary: str
+    seed: int = 6854
+    steps: int = 50
+    guidance: float = 7.5
+    negative_prompt: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+FUSION_EXAMPLES = [
+    FusionExample("Recipe 1: composition from the general model, style from the expert",
+                  prompt="a big green triangle", prompt1="a big green triangle",
+                  fusion_selection="600,1,1", mode=2, primary="general"),
+    FusionExample("Recipe 2: expert composition first, then SNB",
+                  prompt="a small blue square", prompt1="a small blue square",
+                  fusion_selection="850,1,1", mode=1, primary="expert"),
+]
+
+EXAMPLES_DIR = ASSETS_DIR / "examples"
+
+
+def style_examples(limit: int = 4) -> list[tuple[str, str]]:
+    """(content, style) image pairs from assets/examples: toy photo renders as content, toy
+    cartoon renders as style (paired with a different scene); [] when the images are absent."""
+    def pick(kind: str) -> list[Path]:
+        big = sorted(EXAMPLES_DIR.glob(f"toy_{kind}_*_256.png"))
+        return big or sorted(EXAMPLES_DIR.glob(f"toy_{kind}_*.png"))
+
+    contents, styles = pick("photo"), pick("cartoon")
+    if not contents or not styles:
+        files = sorted(p for p in EXAMPLES_DIR.glob("*.png"))
+        if len(files) < 2:
+            return []
+        half = len(files) // 2
+        contents, styles = files[:half], files[half:]
+    pairs = []
+    for i, c in enumerate(contents[:limit]):
+        s = styles[(i + 1) % len(styles)]
+        pairs.append((str(c), str(s)))
+    return pairs

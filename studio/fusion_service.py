@@ -1,0 +1,204 @@
+"""One fusion request from the app: resolve the models, run the library in a worker thread,
+stream previews, honour a cancel signal, and hand back images and the saliency trace.
+
+All the work is :class:`fusion.pipeline.FusionPipeline`'s; this module only moves things
+between threads and turns failures into one-line messages.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from .gpu import StudioError, WorkSlots, friendly_error, is_oom
+from .models import resolve_model
+
+__all__ = ["FuseRequest", "Preview", "FuseOutcome", "FusionService"]
+
+
+@dataclass
+class FuseRequest:
+    general: str
+    expert: str
+    prompt: str                       # the expert's prompt
+    prompt1: str = ""                 # the general model's prompt ("" = same as prompt)
+    negative_prompt: str = ""
+    seed: int = 6854
+    steps: int = 50
+    guidance: float = 7.5
+    height: int | None = None
+    width: int | None = None
+    fusion_selection: str = "600,1,1"
+    mode: int = 2
+    primary: str = "general"
+    general_path_box: str = ""
+    expert_path_box: str = ""
+
+
+@dataclass
+class Preview:
+    step: int                 # steps done (1..total)
+    total: int
+    images: dict              # trajectory -> PIL image (predicted x_0 at this step)
+
+
+@dataclass
+class FuseOutcome:
+    images: dict              # "general", "expert", "fused" -> PIL image
+    trace: object             # fusion.views.SaliencyTrace of sample 0
+    primary: str
+    fusion_selection: str
+    seconds: float            # sampling + decoding
+    load_seconds: float       # model loading of this request (0 when warm)
+    calls: dict = field(default_factory=dict)
+    shared_components: list = field(default_factory=list)
+
+    @property
+    def primary_image(self):
+        return self.images[self.primary]
+
+    def summary(self) -> str:
+        load = f"models loaded in {self.load_seconds:.1f} s; " if self.load_seconds > 0.05 else "warm models; "
+        calls = ", ".join(f"{k} {v}" for k, v in sorted(self.calls.items()))
+        shared = f"; shared: {', '.join(self.shared_components)}" if self.shared_components else ""
+        return (f"Done in {self.seconds:.2f} s ({load}UNet calls: {calls}{shared}). "
+                f"fusion_selection {self.fusion_selection}, primary: {self.primary}.")
+
+
+class FusionService:
+    """``stream(request, cancel)`` yields :class:`Preview` objects, then one :class:`FuseOutcome`.
+
+    cache: a :class:`studio.cache.ModelCache`; slots: the shared :class:`studio.gpu.WorkSlots`;
+    preview_every: decode a preview every this many steps (0: about ten per run, none for
+    runs of fewer than 4 steps).
+    """
+
+    def __init__(self, cache, slots: WorkSlots, preview_every: int = 0):
+        self.cache, self.slots, self.preview_every = cache, slots, preview_every
+
+    # ---- the request ------------------------------------------------------------------------
+    def _settings(self, req: FuseRequest, device_type: str):
+        from fusion.pipeline import FusionSettings
+        return FusionSettings(
+            fusion_selection=str(req.fusion_selection).strip(), mode=int(req.mode), primary=req.primary,
+            steps=int(req.steps), guidance_scale=float(req.guidance),
+            height=int(req.height) if req.height else None, width=int(req.width) if req.width else None,
+            n_samples=1, negative_prompt=req.negative_prompt or "", capture_saliency=True,
+            batch_trajectories=device_type == "cuda")
+
+    def _every(self, steps: int) -> int:
+        if self.preview_every:
+            return self.preview_every
+        return 0 if steps < 4 else max(1, steps // 10)
+
+    def stream(self, req: FuseRequest, cancel: threading.Event | None = None, with_previews: bool = True
+               ) -> Iterator[Preview | FuseOutcome]:
+        """Raises :class:`studio.gpu.StudioError` (a message for the user) or
+        :class:`fusion.sampler.Cancelled`."""
+        from fusion.pipeline import FusionSettings  # noqa: F401  (import errors surface here, not in the thread)
+        from fusion.sampler import Cancelled
+
+        # inputs first: nothing loads for a request that cannot run
+        try:
+            general = resolve_model(req.general, req.general_path_box, "General")
+            expert = resolve_model(req.expert, req.expert_path_box, "Expert")
+            from fusion.schedule import check_mode, parse_fusion_selection
+            sel = parse_fusion_selection(str(req.fusion_selection).strip())
+            check_mode(req.mode)
+            if req.primary not in ("general", "expert"):
+                raise ValueError(f"primary must be 'general' or 'expert', got {req.primary!r}")
+            seed = int(req.seed)
+            if not 0 <= seed < 2 ** 63 or float(req.seed) != seed:
+                raise ValueError(f"seed must be a whole number in 0..2^63-1, got {req.seed!r}")
+        except (ValueError, TypeError) as e:
+            raise StudioError(str(e)) from None
+
+        cancel = cancel or threading.Event()
+        out: "queue.Queue[tuple[str, object]]" = queue.Queue()
+
+        def work():
+            try:
+                with self.slots.slot(cancel=cancel):
+                    out.put(("outcome", self._run(general, expert, req, seed, sel.text, cancel,
+                                                  out if with_previews else None)))
+            except BaseException as e:  # noqa: BLE001 - everything goes back to the caller
+                out.put(("error", e))
+
+        worker = threading.Thread(target=work, name="studio-fusion", daemon=True)
+        worker.start()
+        finished = False
+        try:
+            while True:
+                try:
+                    kind, item = out.get(timeout=0.25)
+                except queue.Empty:
+                    if not worker.is_alive() and out.empty():
+                        raise StudioError("the fusion worker stopped without a result")
+                    continue
+                if kind == "preview":
+                    yield item
+                elif kind == "outcome":
+                    finished = True
+                    yield item
+                    return
+                else:
+                    finished = True
+                    if isinstance(item, Cancelled):
+                        raise item
+                    if isinstance(item, StudioError):
+                        raise item
+                    raise StudioError(friendly_error(item, "fusion")) from item
+        finally:
+            if not finished:  # the consumer went away (Stop, closed tab): stop the worker too
+                cancel.set()
+
+    def run(self, req: FuseRequest, cancel: threading.Event | None = None) -> FuseOutcome:
+        """The same without previews: the final :class:`FuseOutcome`."""
+        result = None
+        for item in self.stream(req, cancel, with_previews=False):
+            result = item
+        return result
+
+    # ---- in the worker thread ---------------------------------------------------------------
+    def _run(self, general, expert, req: FuseRequest, seed: int, sel_text: str, cancel, previews):
+        from fusion.pipeline import to_pil
+        from fusion.views import SaliencyTrace
+
+        t_load = time.perf_counter()
+        loads_before = self.cache.loads
+        try:
+            pipe = self.cache.pipeline(general, expert)
+        except BaseException as e:
+            if is_oom(e):
+                self.cache.evict()
+            raise
+        load_seconds = (time.perf_counter() - t_load) if self.cache.loads > loads_before else 0.0
+        primary_model = pipe.roles(req.primary)[0]
+        s = self._settings(req, primary_model.device.type)
+        s = pipe.check_inputs(req.prompt, req.prompt1 or req.prompt, s, [seed])
+        every = self._every(s.steps)
+
+        def on_step(si, ev):
+            done = ev.index + 1
+            if previews is None or not every or done % every or done >= ev.total:
+                return
+            if cancel.is_set():
+                return
+            imgs = pipe.decode(dict(ev.pred_x0), s)
+            previews.put(("preview", Preview(done, ev.total, {k: to_pil(v[:1])[0] for k, v in imgs.items()})))
+
+        try:
+            [res] = pipe(req.prompt, req.prompt1 or req.prompt, s, seeds=[seed], callback=on_step, cancel=cancel)
+        except BaseException as e:
+            if is_oom(e):
+                k0, k1 = self.cache.key(general), self.cache.key(expert)
+                self.cache.evict(keep=(k0, k1))
+            raise
+        images = {k: res.pil(k)[0] for k in res.images}
+        trace = SaliencyTrace.from_steps(res.saliency, total_steps=s.steps, size=(s.width, s.height),
+                                         primary=s.primary)
+        return FuseOutcome(images=images, trace=trace, primary=s.primary, fusion_selection=sel_text,
+                           seconds=res.seconds, load_seconds=load_seconds, calls=dict(res.stats.calls),
+                           shared_components=list(pipe.shared_components))

@@ -1,0 +1,96 @@
+"""The app's in-process runtime: one per app, created without loading anything."""
+from __future__ import annotations
+
+import threading
+
+from .cache import ModelCache
+from .config import StudioConfig
+from .engines import EngineRegistry
+from .fusion_service import FusionService
+from .gpu import WorkSlots
+
+
+class Studio:
+    """Holds the warm-model cache, the shared work slots, the fusion service, the engine
+    registry and one cancel signal per browser session."""
+
+    def __init__(self, config: StudioConfig | None = None):
+        self.config = config or StudioConfig()
+        self.slots = WorkSlots(self.config.concurrency)
+        self._cache: ModelCache | None = None
+        self._fusion: FusionService | None = None
+        self._engines: EngineRegistry | None = None
+        self._cancels: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    # lazily: torch is imported on first use, not when the app module is imported
+    @property
+    def cache(self) -> ModelCache:
+        with self._lock:
+            if self._cache is None:
+                c = self.config
+                if c.threads:
+                    import torch
+                    torch.set_num_threads(int(c.threads))
+                self._cache = ModelCache(budget_bytes=c.budget_bytes(), device=c.torch_device(),
+                                         dtype=c.torch_dtype())
+            return self._cache
+
+    @property
+    def fusion(self) -> FusionService:
+        if self._fusion is None:
+            self._fusion = FusionService(self.cache, self.slots, self.config.preview_every)
+        return self._fusion
+
+    @property
+    def engines(self) -> EngineRegistry:
+        if self._engines is None:
+            self._engines = EngineRegistry(self.config, self.cache, self.slots)
+        return self._engines
+
+    def preload_in_background(self) -> threading.Thread:
+        """Load the default toy models (and their pipeline) in a background thread, so the first
+        request finds them warm. Failures are only logged: the request will report them."""
+        from .models import TOY_EXPERT, TOY_GENERAL, toy_models_present
+
+        def work():
+            if not toy_models_present():
+                return
+            try:
+                with self.slots.slot():
+                    self.cache.pipeline(TOY_GENERAL, TOY_EXPERT)
+            except Exception as e:  # noqa: BLE001
+                import logging
+                logging.getLogger("studio").warning("preloading the toy models failed: %s", e)
+
+        t = threading.Thread(target=work, name="studio-preload", daemon=True)
+        t.start()
+        return t
+
+    # ---- cancel signals per session -------------------------------------------------------
+    def new_cancel(self, session: str, kind: str) -> threading.Event:
+        ev = threading.Event()
+        with self._lock:
+            old = self._cancels.get(f"{session}/{kind}")
+            if old is not None:
+                old.set()  # a new request from the same session replaces the running one
+            self._cancels[f"{session}/{kind}"] = ev
+            if len(self._cancels) > 4096:
+                for k in list(self._cancels)[:1024]:
+                    self._cancels.pop(k)
+        return ev
+
+    def cancel(self, session: str, kind: str) -> bool:
+        with self._lock:
+            ev = self._cancels.get(f"{session}/{kind}")
+        if ev is None or ev.is_set():
+            return False
+        ev.set()
+        return True
+
+    def describe(self) -> str:
+        c = self.config
+        dev = c.torch_device()
+        return (f"Device: {dev}, {str(c.torch_dtype()).replace('torch.', '')}; "
+                f"concurrency {c.concurrency}; models folder: {c.models_dir}. "
+                + (self._cache.summary() if self._cache is not None else "no model loaded yet."))
