@@ -63,19 +63,23 @@ def settings_for(spec, family, **over):
     fam.update(over)
     return FusionSettings(fusion_selection=fam["fusion_selection"], mode=int(fam["mode"]),
                           primary=fam["primary"], steps=int(fam["steps"]),
-                          guidance_scale=float(fam["guidance_scale"]), n_samples=1,
-                          capture_saliency=bool(fam.get("capture_saliency", False)))
+                          guidance_scale=float(fam["guidance_scale"]), n_samples=int(fam.get("n_samples", 1)),
+                          capture_saliency=bool(fam.get("capture_saliency", False)),
+                          trajectories=tuple(fam.get("trajectories", ARMS)))
 
 
 def judge_images(judge, images_by_arm, item):
-    """Per arm: (prompt_ok, cartoon, judged attributes)."""
+    """Per arm, per sample: (prompt_ok, cartoon, judged attributes)."""
     want = parse(item["prompt"])
     out = {}
     for arm, img in images_by_arm.items():
         pred = predict(judge, img)
-        attrs = {k: pred[k][0] for k in pred}
-        ok = all(attrs[k] == v for k, v in want.items() if v is not None and k != "style")
-        out[arm] = (bool(ok), attrs["style"] == "cartoon", attrs)
+        rows = []
+        for i in range(len(img)):
+            attrs = {k: pred[k][i] for k in pred}
+            ok = all(attrs[k] == v for k, v in want.items() if v is not None and k != "style")
+            rows.append((bool(ok), attrs["style"] == "cartoon", attrs))
+        out[arm] = rows
     return out
 
 
@@ -111,32 +115,35 @@ def contact_sheet(rows, path, cell=96):
     Image.fromarray(sheet).save(path)
 
 
-def run(pipe, judge, spec, items, seeds, capture_first_seed=True, overrides=None, log=print):
-    """All arms for every item x seed; returns per-image records and contact-sheet rows."""
+def run(pipe, judge, spec, items, seeds, n_samples, capture=True, overrides=None, log=print):
+    """All arms for every item x seed (n_samples images per seed, one batch); returns per-image
+    records and contact-sheet rows (first sample of the first seed)."""
     records, sheet_rows = [], []
+    arms = tuple((overrides or {}).get("trajectories", ARMS))
     for n, item in enumerate(items):
         fam = item["family"]
         for k, seed in enumerate(seeds):
-            s = settings_for(spec, fam, **(overrides or {}),
-                             capture_saliency=capture_first_seed and k == 0)
+            s = settings_for(spec, fam, **{**(overrides or {}), "n_samples": n_samples,
+                                          "capture_saliency": capture and k == 0})
             res = pipe(item["prompt"], item["prompt1"], settings=s, seeds=[seed])[0]
-            imgs = {a: to_uint8(res.images[a]) for a in ARMS}
+            imgs = {a: to_uint8(res.images[a]) for a in arms}
             verdict = judge_images(judge, imgs, item)
-            for a in ARMS:
-                ok, cart, attrs = verdict[a]
-                records.append(dict(prompt=item["prompt"], prompt1=item["prompt1"], family=fam, seed=seed, arm=a,
-                                    prompt_ok=int(ok), cartoon=int(cart), joint=int(ok and cart),
-                                    judged=f'{attrs["size"]} {attrs["color"]} {attrs["shape"]} ({attrs["style"]})',
-                                    request_seconds=round(res.seconds, 4)))
-            if k == 0 and capture_first_seed:
+            for a in arms:
+                for j, (ok, cart, attrs) in enumerate(verdict[a]):
+                    records.append(dict(prompt=item["prompt"], prompt1=item["prompt1"], family=fam, seed=seed,
+                                        sample=j, arm=a, prompt_ok=int(ok), cartoon=int(cart),
+                                        joint=int(ok and cart),
+                                        judged=f'{attrs["size"]} {attrs["color"]} {attrs["shape"]} ({attrs["style"]})',
+                                        request_seconds=round(res.seconds, 4)))
+            if k == 0 and capture:
                 mask = None
                 if res.saliency:
                     mask = torch.stack([st.mask[0, 0] for st in res.saliency]).mean(0).numpy()
-                label = f'{item["prompt"]}\n[{fam}] seed {seed}\n' + " | ".join(
-                    f'{a[0]}:{"P" if verdict[a][0] else "-"}{"C" if verdict[a][1] else "-"}' for a in ARMS)
-                sheet_rows.append((label, [imgs[a][0] for a in ARMS], mask))
+                label = f'{item["prompt"]}\n[{fam}] seed {seed}, sample 0\n' + " | ".join(
+                    f'{a[0]}:{"P" if verdict[a][0][0] else "-"}{"C" if verdict[a][0][1] else "-"}' for a in arms)
+                sheet_rows.append((label, [imgs[a][0] for a in arms], mask))
         if log and (n + 1) % 5 == 0:
-            log(f"  {n + 1}/{len(items)} prompts")
+            print(f"  {n + 1}/{len(items)} prompts", flush=True)
     return records, sheet_rows
 
 
@@ -160,7 +167,7 @@ def arm_seconds(pipe, spec, items, seed=0):
     for arm in ARMS + ("request",):
         ts = []
         for item in items:
-            s = settings_for(spec, item["family"])
+            s = settings_for(spec, item["family"], n_samples=1)
             if arm != "request":
                 from dataclasses import replace
 
@@ -198,6 +205,8 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true")
     p.add_argument("--tune", action="store_true")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--limit", type=int, default=0, help="only the first N prompts (plumbing checks)")
+    p.add_argument("--seeds", default="", help="comma-separated seeds instead of the prompt file's")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     spec = load_prompt_set(a.prompts)
@@ -207,15 +216,20 @@ def main(argv=None):
     if a.tune:
         return tune(pipe, judge, spec)
     seeds = spec["seeds"]
+    n_samples = int(spec.get("samples_per_seed", 1))
     if a.quick:
         items, seeds = items[::5], seeds[:1]
+    if a.limit:
+        items = items[:a.limit]
+    if a.seeds:
+        seeds = [int(x) for x in a.seeds.split(",")]
     t0 = time.time()
-    records, rows = run(pipe, judge, spec, items, seeds)
+    records, rows = run(pipe, judge, spec, items, seeds, n_samples)
     summary = summarize(records)
     fams = by_family(records)
     secs = arm_seconds(pipe, spec, items[:: max(1, len(items) // 8)])
     settings = {f: {**spec["defaults"], **v["settings"]} for f, v in spec["families"].items()}
-    print(f"\nFusion-quality benchmark: {len(items)} prompts x {len(seeds)} seeds, "
+    print(f"\nFusion-quality benchmark: {len(items)} prompts x {len(seeds)} seed(s) x {n_samples} samples, "
           f"{time.time() - t0:.0f} s, torch threads {a.threads}")
     print("Fusion settings per family:")
     for f, s in settings.items():
@@ -224,6 +238,8 @@ def main(argv=None):
     print(table(summary, secs, fams))
     if not a.quick:
         out = Path(a.out)
+        if a.limit or a.seeds:
+            print("(partial run: results not representative)")
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "fusion_quality.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(records[0]))
@@ -231,7 +247,7 @@ def main(argv=None):
             w.writerows(records)
         (out / "fusion_quality.json").write_text(json.dumps(dict(
             summary=summary, by_family=fams, seconds_per_image=secs, settings=settings,
-            n_prompts=len(items), seeds=seeds, models=[a.model0, a.model1], judge=a.judge,
+            n_prompts=len(items), seeds=seeds, samples_per_seed=n_samples, models=[a.model0, a.model1], judge=a.judge,
             date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), threads=a.threads), indent=2))
         contact_sheet(rows, out / "fusion_quality.png")
         print(f"wrote {out}/fusion_quality.csv, .json, .png")
@@ -239,21 +255,20 @@ def main(argv=None):
 
 
 def tune(pipe, judge, spec):
-    """Grid of fusion settings on the development seeds, joint rate per family."""
+    """Grid of fusion settings on the development seeds (never the benchmark's), fused arm only."""
     grid = [dict(primary=pr, mode=m, fusion_selection=f"{v1},1,1")
-            for pr, m in (("general", 1), ("expert", 2), ("general", 2), ("expert", 1))
-            for v1 in (400, 600, 800)]
+            for pr, m, v1s in (("expert", 2, (500, 700, 850)), ("general", 1, (600, 800, 900)),
+                               ("general", 2, (600,)))
+            for v1 in v1s]
     fams = sorted(spec["families"])
-    items = [it for it in spec["prompts"]]
-    items = [x for f in fams for x in [it for it in items if it["family"] == f][:4]]
-    print("family-wise joint (prompt, cartoon) on dev seeds", spec["dev_seeds"])
+    items = [x for f in fams for x in [it for it in spec["prompts"] if it["family"] == f][:4]]
+    print("fused arm: joint (prompt, cartoon) per family on dev seeds", spec["dev_seeds"], flush=True)
     for g in grid:
-        recs, _ = run(pipe, judge, spec, items, spec["dev_seeds"], capture_first_seed=False, overrides=g,
-                      log=None)
-        fused = [r for r in recs if r["arm"] == "fused"]
+        g = dict(g, trajectories=("fused",))
+        recs, _ = run(pipe, judge, spec, items, spec["dev_seeds"], 2, capture=False, overrides=g, log=None)
         cells = []
         for f in fams:
-            r = [x for x in fused if x["family"] == f]
+            r = [x for x in recs if x["family"] == f]
             cells.append(f"{f}: {np.mean([x['joint'] for x in r]):.2f} "
                          f"({np.mean([x['prompt_ok'] for x in r]):.2f},{np.mean([x['cartoon'] for x in r]):.2f})")
         print(f"{g['primary']:8s} mode {g['mode']} {g['fusion_selection']:9s} | " + " | ".join(cells), flush=True)

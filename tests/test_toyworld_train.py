@@ -14,7 +14,7 @@ def test_training_command_smoke(tmp_path):
     for stage in ("vae", "general", "expert"):
         done = json.loads((out / stage / "done.json").read_text())
         assert done["steps"] == 2
-        assert (out / stage / "log.jsonl").exists() or stage != "vae"
+        assert (out / stage / "log.jsonl").read_text().strip()
     for name in ("toy-general", "toy-cartoon"):
         for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
             assert (exp / name / sub).is_dir()
@@ -22,4 +22,4 @@ def test_training_command_smoke(tmp_path):
     for sub, f in (("text_encoder", "model.safetensors"), ("vae", "diffusion_pytorch_model.safetensors")):
         assert (exp / "toy-general" / sub / f).read_bytes() == (exp / "toy-cartoon" / sub / f).read_bytes()
     # rerunning resumes (everything done: nothing to do, no error)
-    train.main(args[:2] + ["expert"][:0] + args[2:])
+    train.main(args)

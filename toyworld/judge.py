@@ -24,16 +24,20 @@ from .models import JUDGE_PATH
 
 
 class Judge(nn.Module):
-    def __init__(self, width: int = 32):
+    """~0.1 M parameters: a 16-channel stem at full resolution, then three pooled stages."""
+
+    def __init__(self, width: int = 16):
         super().__init__()
         w = width
 
-        def block(i, o):
-            return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(inplace=True),
-                                 nn.Conv2d(o, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(inplace=True),
-                                 nn.MaxPool2d(2))
+        def conv(i, o):
+            return [nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
 
-        self.features = nn.Sequential(block(3, w), block(w, 2 * w), block(2 * w, 4 * w), block(4 * w, 4 * w))
+        self.features = nn.Sequential(
+            *conv(3, w), nn.MaxPool2d(2),                                   # 32x32
+            *conv(w, 2 * w), *conv(2 * w, 2 * w), nn.MaxPool2d(2),          # 16x16
+            *conv(2 * w, 4 * w), *conv(4 * w, 4 * w), nn.MaxPool2d(2),      # 8x8
+            *conv(4 * w, 4 * w), *conv(4 * w, 4 * w))
         self.heads = nn.ModuleDict({a: nn.Linear(4 * w * 2, len(VALUES[a])) for a in ATTRS})
 
     def forward(self, x):  # x in [-1, 1], (N,3,64,64)
@@ -86,7 +90,7 @@ def _degrade(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return out.clamp(-1, 1)
 
 
-def train_judge(out: Path = JUDGE_PATH, n: int = 24000, steps: int = 1500, seed: int = 0,
+def train_judge(out: Path = JUDGE_PATH, n: int = 12000, steps: int = 800, seed: int = 0,
                 cache_dir: Path | None = None, log=print) -> dict:
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
@@ -100,7 +104,7 @@ def train_judge(out: Path = JUDGE_PATH, n: int = 24000, steps: int = 1500, seed:
     t0 = time.time()
     model.train()
     for step in range(steps):
-        idx = torch.randint(0, len(x_all), (128,), generator=g)
+        idx = torch.randint(0, len(x_all), (64,), generator=g)
         x = _degrade(x_all[idx], g)
         y = y_all[idx]
         logits = model(x)
@@ -109,7 +113,7 @@ def train_judge(out: Path = JUDGE_PATH, n: int = 24000, steps: int = 1500, seed:
         loss.backward()
         opt.step()
         sched.step()
-        if step % 100 == 0:
+        if step % 50 == 0:
             log(f"judge step {step} loss {loss.item():.4f} ({time.time() - t0:.0f}s)")
     model.eval()
     from safetensors.torch import save_file
@@ -140,8 +144,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train", action="store_true")
     p.add_argument("--eval", action="store_true")
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--n", type=int, default=24000)
+    p.add_argument("--steps", type=int, default=800)
+    p.add_argument("--n", type=int, default=12000)
     p.add_argument("--out", type=Path, default=JUDGE_PATH)
     p.add_argument("--vae", type=Path, default=None, help="VAE folder for the reconstruction ceiling")
     p.add_argument("--cache", type=Path, default=Path("runs/toy/data"))

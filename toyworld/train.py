@@ -128,7 +128,7 @@ def train_vae(a):
         opt.step()
         step += 1
         bar.update(1)
-        if step % 20 == 0:
+        if step % 20 == 0 or step == 1:
             psnr = 10 * math.log10(4.0 / max(mse.item(), 1e-10))
             _log(d / "log.jsonl", dict(step=step, loss=loss.item(), l1=l1.item(), mse=mse.item(),
                                        kl=kl.item(), psnr=psnr, minutes=(time.time() - t0) / 60))
@@ -247,7 +247,7 @@ def _train_diffusion(a, stage: str, imgs_lab_scenes, unet, text_encoder, train_t
             _ema_update(ema_t, text_encoder, dec)
         run_loss = loss.item() if run_loss is None else 0.98 * run_loss + 0.02 * loss.item()
         bar.update(1)
-        if step % 10 == 0:
+        if step % 10 == 0 or step == 1:
             _log(d / "log.jsonl", dict(step=step, loss=loss.item(), mse=per.mean().item(), ema_loss=run_loss,
                                        minutes=(time.time() - t0) / 60))
             bar.set_postfix(loss=f"{run_loss:.4f}")
