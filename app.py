@@ -54,7 +54,7 @@ def build_app(config: StudioConfig | None = None, studio=None):
     from studio.engines import control_param
     from studio.fusion_service import FuseRequest
     from studio.gpu import StudioError
-    from studio.models import (TOY_EXPERT, TOY_GENERAL, discover, geometry, missing_toy_message,
+    from studio.models import (SIZE_LIMITS, TOY_EXPERT, TOY_GENERAL, discover, geometry, missing_toy_message,
                                toy_models_present)
     from studio.runtime import Studio
 
@@ -180,8 +180,9 @@ def build_app(config: StudioConfig | None = None, studio=None):
                         steps = gr.Slider(1, 200, value=recipe.steps, step=1, label="Steps (DDIM)", elem_id="steps")
                         guidance = gr.Slider(1, 20, value=recipe.guidance, step=0.5, label="Guidance scale")
                     with gr.Row():
-                        height = gr.Slider(geo.minimum, geo.maximum, value=geo.native, step=geo.step, label="Height")
-                        width = gr.Slider(geo.minimum, geo.maximum, value=geo.native, step=geo.step, label="Width")
+                        # broad bounds for API callers; the page narrows them to the primary's sizes on load
+                        height = gr.Slider(*SIZE_LIMITS, value=geo.native, step=8, label="Height", elem_id="height")
+                        width = gr.Slider(*SIZE_LIMITS, value=geo.native, step=8, label="Width", elem_id="width")
                     with gr.Group():
                         with gr.Row():
                             v1 = gr.Slider(0, 1000, value=600, step=1, label="v1 (fusion step, DDPM t)",
@@ -280,6 +281,8 @@ def build_app(config: StudioConfig | None = None, studio=None):
         geo_inputs = [general, expert, general_path, expert_path, primary]
         gr.on([general.change, expert.change, primary.change, general_path.blur, expert_path.blur], model_geometry,
               geo_inputs, [height, width], api_name="model_geometry", show_progress="hidden", queue=False)
+        demo.load(model_geometry, geo_inputs, [height, width], api_name="initial_geometry",
+                  api_visibility="undocumented", show_progress="hidden", queue=False)
         refresh.click(refresh_models, [general, expert], [general, expert, runtime_md], api_name="refresh_models")
         runtime_btn.click(lambda: rt.describe(), None, runtime_md, api_name="runtime_status", queue=False)
 

@@ -108,6 +108,12 @@ class Geometry:
     maximum: int
 
 
+#: the embedded toy models: 16x16 latents, VAE factor 4, three UNet levels
+TOY_GEOMETRY = Geometry(native=64, step=16, minimum=32, maximum=128)
+#: what the size sliders accept from API callers (the UI narrows it to the primary model's range)
+SIZE_LIMITS = (8, 2048)
+
+
 def _json(p: Path) -> dict:
     try:
         return json.loads(p.read_text())
@@ -118,6 +124,8 @@ def _json(p: Path) -> dict:
 def geometry(path: Path | str | None) -> Geometry:
     """From the model's unet/vae configs (single files: the shipped SD 1.x configs)."""
     p = Path(path) if path else None
+    if p is not None and not p.exists() and p.resolve() in (TOY_GENERAL.resolve(), TOY_EXPERT.resolve()):
+        return TOY_GEOMETRY  # not trained yet: the toy models' known layout
     cfg_root = p if (p is not None and p.is_dir()) else SD1_CONFIG_DIR
     unet = _json(cfg_root / "unet" / "config.json")
     vae = _json(cfg_root / "vae" / "config.json")

@@ -1,0 +1,253 @@
+"""The Gradio app, driven with gradio_client against a launched server (both tabs, tiny models).
+
+The app is launched once per module with ``prevent_thread_lock=True`` on a free port; tiny
+random SD-layout models (tests/tiny.py) stand in for the toy models, so the tests run whether
+or not the toy models have been trained.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+gradio_client = pytest.importorskip("gradio_client")
+pytest.importorskip("gradio")
+
+from gradio_client import Client, handle_file  # noqa: E402
+
+from mccstn.engines import Control, StyleEngine  # noqa: E402
+
+
+class BlendEngine(StyleEngine):
+    """A stand-in engine for the tests: blends the style image over the content."""
+
+    name = "blend"
+    description = "test engine: alpha blend"
+
+    def availability(self):
+        return True, ""
+
+    def controls(self):
+        return [Control("alpha", "slider", "Alpha", 0.5, 0.0, 1.0, 0.05),
+                Control("size", "number", "Size", 24, 8, 64, 8)]
+
+    def stylize(self, content, style, **controls):
+        o = self.check_controls(controls)
+        assert isinstance(o["size"], int)
+        s = int(o["size"])
+        return Image.blend(content.resize((s, s)), style.resize((s, s)), float(o["alpha"]))
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from tests.tiny import save_tiny_model
+    root = tmp_path_factory.mktemp("studio_models")
+    general = save_tiny_model(root / "tiny-general", seed=0)
+    expert = save_tiny_model(root / "tiny-expert", seed=1, share_from=general)
+    other = save_tiny_model(root / "other-family", seed=2, cross_dim=48)
+    (root / "broken.safetensors").write_bytes(b"\x00not a safetensors file at all")
+    return {"root": root, "general": str(general), "expert": str(expert), "other": str(other),
+            "broken": str(root / "broken.safetensors")}
+
+
+@pytest.fixture(scope="module")
+def app(models):
+    import torch
+
+    import app as studio_app
+    from studio.config import StudioConfig
+    threads = torch.get_num_threads()
+    cfg = StudioConfig(models_dir=models["root"], port=None, device="cpu", memory_budget_gb=1.0, threads=1,
+                       style_model=Path(models["general"]), preview_every=1,
+                       extra_engines=[("blend", lambda cfg, cache: BlendEngine())])
+    demo = studio_app.build_app(cfg)
+    _, url, _ = studio_app.launch(demo, cfg, prevent_thread_lock=True, quiet=True)
+    client = Client(url, verbose=False)
+    yield demo, client, url
+    demo.close()
+    torch.set_num_threads(threads)
+
+
+def fuse(client, models, **kw):
+    args = dict(general=models["general"], expert=models["expert"], steps=6, height=16, width=16,
+                prompt="a red circle", prompt1="a red circle", seed=3)
+    args.update(kw)
+    return client.predict(api_name="/fuse", **args)
+
+
+def test_api_names_are_stable(app):
+    _, client, _ = app
+    names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/fuse", "/stylize", "/stop", "/saliency_step", "/random_seed", "/selection_from_sliders",
+            "/sliders_from_selection", "/model_geometry", "/engine_info", "/runtime_status"} <= names
+
+
+def test_fuse_returns_three_images_and_saliency_view(app, models):
+    demo, client, _ = app
+    out = fuse(client, models)
+    general, expert, fused, compare, sal_p, sal_s, mask, plot, step, caption, status = out
+    for p in (general, expert, fused, sal_p, sal_s, mask):
+        im = Image.open(p)
+        assert im.format == "PNG" and im.size == (16, 16)
+    assert Image.open(plot).format == "PNG"
+    assert len(compare) == 2 and all(Path(p).is_file() for p in compare)
+    assert Image.open(compare[0]).tobytes() == Image.open(general).tobytes()  # primary = general
+    assert Image.open(compare[1]).tobytes() == Image.open(fused).tobytes()
+    assert step["maximum"] >= 1 and "captured" in step["label"]
+    assert "secondary" in caption and status.startswith("Done")
+    # the same request again is served by warm models: no new load
+    loads = demo.studio.cache.loads
+    out2 = fuse(client, models)
+    assert demo.studio.cache.loads == loads and "warm models" in out2[-1]
+    assert Image.open(out2[2]).tobytes() == Image.open(fused).tobytes()  # seeded: reproducible
+
+
+def test_fuse_matches_the_library(app, models):
+    """The UI adds nothing: the fused image is the pipeline's for the same settings."""
+    from fusion.pipeline import FusionPipeline, FusionSettings
+    _, client, _ = app
+    out = fuse(client, models, fusion_selection="850,1,1", mode=1, primary="expert", guidance=5,
+               prompt="a big blue square", prompt1="a small red circle", seed=11)
+    pipe = FusionPipeline.from_paths(models["general"], models["expert"], device="cpu")
+    [res] = pipe("a big blue square", "a small red circle", FusionSettings(
+        fusion_selection="850,1,1", mode=1, primary="expert", steps=6, guidance_scale=5.0, height=16, width=16,
+        n_samples=1), seeds=[11])
+    assert Image.open(out[2]).convert("RGB").tobytes() == res.pil("fused")[0].tobytes()
+    assert Image.open(out[0]).convert("RGB").tobytes() == res.pil("general")[0].tobytes()
+
+
+def test_fuse_streams_previews(app, models):
+    _, client, _ = app
+    job = client.submit(api_name="/fuse", general=models["general"], expert=models["expert"], steps=8,
+                        height=16, width=16)
+    outs = list(job)
+    assert len(outs) >= 3                      # previews (preview_every=1) and the final result
+    assert any("Sampling: step" in o[-1] for o in outs[:-1])
+    assert outs[-1][-1].startswith("Done")
+
+
+def test_saliency_scrub_runs_no_model(app, models):
+    demo, client, _ = app
+    out = fuse(client, models, steps=10, fusion_selection="500,1,1", mode=2)
+    n = out[8]["maximum"] + 1
+    calls = {k: d.calls for k, d in demo.studio.cache.pipeline(models["general"], models["expert"])._denoisers.items()}
+    first = out[4]
+    seen = set()
+    for k in range(n):
+        p, s, m, plot, caption = client.predict(k, api_name="/saliency_step")
+        seen.add(Image.open(p).tobytes())
+        assert "% of latent pixels from the secondary" in caption
+    assert len(seen) > 1 and Image.open(first).tobytes() in seen
+    after = {k: d.calls for k, d in demo.studio.cache.pipeline(models["general"], models["expert"])._denoisers.items()}
+    assert after == calls
+
+
+def test_mode_0_has_no_saliency_but_works(app, models):
+    _, client, _ = app
+    out = fuse(client, models, mode=0)
+    assert out[4] is None and "No SNB step" in out[9]
+    assert Image.open(out[2]).tobytes() == Image.open(out[0]).tobytes()  # fused = the primary's
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(fusion_selection="600;1;1"), "v1,kg,ke"),
+    (dict(general_path="/no/such/model"), "not found"),
+    (dict(expert="OTHER"), "cannot be fused"),
+    (dict(expert="BROKEN"), "Could not load the model"),
+    (dict(height=15), "multiple"),
+])
+def test_errors_are_clear_and_the_app_stays_up(app, models, kw, message):
+    from gradio_client.exceptions import AppError
+    _, client, _ = app
+    kw = {k: (models[v.lower()] if v in ("OTHER", "BROKEN") else v) for k, v in kw.items()}
+    with pytest.raises(AppError, match=message):
+        fuse(client, models, **kw)
+    assert "Device: cpu" in client.predict(api_name="/runtime_status")
+
+
+def test_stop_cancels_cleanly(app, models):
+    from gradio_client.exceptions import AppError
+    demo, client, _ = app
+    job = client.submit(api_name="/fuse", general=models["general"], expert=models["expert"], steps=200,
+                        height=16, width=16, fusion_selection="1000,1,1", mode=1)
+    t0 = time.time()
+    while not job.outputs() and time.time() - t0 < 60:
+        time.sleep(0.05)
+    assert job.outputs(), "no preview arrived"
+    assert client.predict(api_name="/stop") == "Stopped."
+    try:
+        job.result(timeout=60)
+    except (AppError, Exception):  # a cancelled job ends with "Stopped." or as cancelled
+        pass
+    t0 = time.time()
+    while demo.studio.slots.busy and time.time() - t0 < 30:
+        time.sleep(0.05)
+    assert demo.studio.slots.busy == 0            # the worker released its slot
+    out = fuse(client, models)                    # and the next request runs
+    assert out[-1].startswith("Done")
+
+
+def test_selection_string_and_sliders(app):
+    from gradio_client.exceptions import AppError
+    _, client, _ = app
+    assert client.predict(700, 1.5, 0.5, api_name="/selection_from_sliders") == "700,1.5,0.5"
+    assert client.predict("850, 1, 2", api_name="/sliders_from_selection") == [850, 1.0, 2.0, "850,1,2"] or \
+        tuple(client.predict("850, 1, 2", api_name="/sliders_from_selection")) == (850, 1.0, 2.0, "850,1,2")
+    with pytest.raises(AppError, match="v1"):
+        client.predict("1200,1,1", api_name="/sliders_from_selection")
+    seed = client.predict(api_name="/random_seed")
+    assert isinstance(seed, (int, float)) and 0 <= seed < 2 ** 31
+
+
+def test_model_geometry_follows_primary(app, models):
+    _, client, _ = app
+    h, w = client.predict(models["general"], models["expert"], "", "", "general", api_name="/model_geometry")
+    assert h["value"] == w["value"] == 16 and h["step"] == 4
+
+
+def test_stylize_with_an_available_engine(app, tmp_path):
+    _, client, _ = app
+    c, s = tmp_path / "c.png", tmp_path / "s.png"
+    Image.new("RGB", (40, 30), (255, 0, 0)).save(c)
+    Image.new("RGB", (20, 20), (0, 0, 255)).save(s)
+    out, status = client.predict(content=handle_file(str(c)), style=handle_file(str(s)), engine="blend",
+                                 blend_alpha=0.25, blend_size=16, api_name="/stylize")
+    im = Image.open(out)
+    assert im.format == "PNG" and im.size == (16, 16)
+    r, g, b = im.convert("RGB").getpixel((8, 8))
+    assert r > b > 0 and "Done" in status
+
+
+def test_stylize_injection_engine_on_the_diffusion_model(app, tmp_path):
+    demo, client, _ = app
+    c, s = tmp_path / "c.png", tmp_path / "s.png"
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(c)
+    Image.new("RGB", (32, 32), (30, 30, 200)).save(s)
+    out, _ = client.predict(content=handle_file(str(c)), style=handle_file(str(s)), engine="injection",
+                            injection_steps=5, api_name="/stylize")
+    assert Image.open(out).size[0] > 0
+    assert any("tiny-general" in k.path for k in demo.studio.cache.keys())  # shared, warm model
+
+
+def test_engine_without_weights_is_unavailable_not_a_crash(app, tmp_path):
+    from gradio_client.exceptions import AppError
+    _, client, _ = app
+    line = client.predict("mccstn", api_name="/engine_info")
+    text = line[0] if isinstance(line, (list, tuple)) else line
+    assert "unavailable" in text and "weights" in text.lower()
+    c = tmp_path / "c.png"
+    Image.new("RGB", (16, 16)).save(c)
+    with pytest.raises(AppError, match="unavailable"):
+        client.predict(content=handle_file(str(c)), style=handle_file(str(c)), engine="mccstn",
+                       api_name="/stylize")
+    with pytest.raises(AppError, match="content image and a style image"):
+        client.predict(content=None, style=None, engine="blend", api_name="/stylize")
+
+
+def test_page_serves(app):
+    import urllib.request
+    _, _, url = app
+    html = urllib.request.urlopen(url, timeout=30).read().decode()
+    assert "MccSTN Studio" in html or "gradio" in html.lower()
