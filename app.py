@@ -18,7 +18,6 @@ from studio.config import OUTPUTS_DIR, StudioConfig, build_parser, config_from_a
 TITLE = "MccSTN Studio"
 CSS = """
 #status {min-height: 2.6em}
-.sal-row img {image-rendering: pixelated}
 """
 
 
@@ -95,7 +94,7 @@ def build_app(config: StudioConfig | None = None, studio=None):
                     n = len(item.trace)
                     step_update = gr.update(minimum=0, maximum=max(n - 1, 1), value=0, step=1,
                                             interactive=n > 1,
-                                            label=f"Captured SNB step (1 of {n} captured)" if n else
+                                            label=f"Captured SNB step ({n} captured; drag to scrub)" if n else
                                             "Captured SNB step (none in this run)")
                     yield (item.images["general"], item.images["expert"], item.images["fused"],
                            (item.primary_image, item.images["fused"]), hp, hs, m, plot, step_update,
@@ -162,9 +161,9 @@ def build_app(config: StudioConfig | None = None, studio=None):
                                                  allow_custom_value=True, elem_id="expert_model")
                         with gr.Row():
                             general_path = gr.Textbox("", label="…or general model path", placeholder="folder or .safetensors/.ckpt",
-                                                      max_lines=1)
+                                                      max_lines=1, elem_id="general_path")
                             expert_path = gr.Textbox("", label="…or expert model path", placeholder="folder or .safetensors/.ckpt",
-                                                     max_lines=1)
+                                                     max_lines=1, elem_id="expert_path")
                         with gr.Row():
                             primary = gr.Radio([("General model", "general"), ("Expert model", "expert")],
                                                value="general", label="Primary model",
@@ -175,7 +174,7 @@ def build_app(config: StudioConfig | None = None, studio=None):
                     negative = gr.Textbox("", label="Negative prompt", lines=1)
                     with gr.Row():
                         seed = gr.Number(recipe.seed, label="Seed", precision=0, minimum=0, elem_id="seed")
-                        dice = gr.Button("🎲 Randomise", size="sm", scale=0)
+                        dice = gr.Button("Randomise seed", size="sm", scale=0)
                     with gr.Row():
                         steps = gr.Slider(1, 200, value=recipe.steps, step=1, label="Steps (DDIM)", elem_id="steps")
                         guidance = gr.Slider(1, 20, value=recipe.guidance, step=0.5, label="Guidance scale")
@@ -199,7 +198,8 @@ def build_app(config: StudioConfig | None = None, studio=None):
                     status = gr.Markdown("", elem_id="status")
                 with gr.Column(scale=3, min_width=420):
                     with gr.Row():
-                        img_kw = dict(format="png", type="pil", interactive=False, buttons=["download", "fullscreen"])
+                        img_kw = dict(format="png", type="pil", interactive=False, buttons=["download", "fullscreen"],
+                                      height=220)
                         out_general = gr.Image(label="General alone", elem_id="out_general", **img_kw)
                         out_expert = gr.Image(label="Expert alone", elem_id="out_expert", **img_kw)
                         out_fused = gr.Image(label="Fused", elem_id="out_fused", **img_kw)
@@ -217,7 +217,7 @@ def build_app(config: StudioConfig | None = None, studio=None):
                                      elem_id="sal_step")
                     step_caption = gr.Markdown("Run a fusion to see its saliency maps.", elem_id="sal_caption")
                     share_plot = gr.Image(label="Share of pixels from the secondary over the steps",
-                                          elem_id="share_plot", **img_kw)
+                                          elem_id="share_plot", **{**img_kw, "height": 170})
             trace_state = gr.State(None)
             gr.Examples(
                 examples=[[e.prompt, e.prompt1, e.fusion_selection, e.mode, e.primary, e.seed, e.steps, e.guidance]
@@ -230,10 +230,12 @@ def build_app(config: StudioConfig | None = None, studio=None):
             entries = rt.engines.entries()
             default_engine = rt.engines.default_key()
             with gr.Row():
-                content = gr.Image(label="Content", type="pil", sources=["upload", "clipboard"], elem_id="content")
-                style_img = gr.Image(label="Style", type="pil", sources=["upload", "clipboard"], elem_id="style")
+                content = gr.Image(label="Content", type="pil", sources=["upload", "clipboard"], elem_id="content",
+                                   height=300)
+                style_img = gr.Image(label="Style", type="pil", sources=["upload", "clipboard"], elem_id="style",
+                                     height=300)
                 stylized = gr.Image(label="Stylised", format="png", type="pil", interactive=False,
-                                    buttons=["download", "fullscreen"], elem_id="stylized")
+                                    buttons=["download", "fullscreen"], elem_id="stylized", height=300)
             engine = gr.Radio([(e.label + ("" if e.available else " (unavailable)"), e.key) for e in entries],
                               value=default_engine, label="Engine", elem_id="engine")
             engine_line = gr.Markdown(next((e.status_line() for e in entries if e.key == default_engine), ""),
@@ -250,7 +252,7 @@ def build_app(config: StudioConfig | None = None, studio=None):
             pairs = ex.style_examples()
             if pairs:
                 gr.Examples(examples=[list(p) for p in pairs], inputs=[content, style_img],
-                            label="Examples (toy-world renders from assets/examples)")
+                            label="Examples (toy-world renders from assets/examples)", elem_id="style_examples")
 
         with gr.Accordion("Runtime", open=False):
             runtime_md = gr.Markdown("")

@@ -1,0 +1,154 @@
+"""A real browser: headless Chromium (Debian's ``chromium``) driven by Playwright loads the app,
+runs a fusion example, waits for the three images and the saliency maps, scrubs the step
+slider and saves a screenshot.
+
+Skips with the reason when Playwright or a Chromium binary is missing (install Chromium with
+``apt-get install -y chromium``; never ``playwright install``, which downloads browsers).
+With the trained toy models present the screenshot goes to docs/screenshots/fusion_tab.png
+(override with STUDIO_SCREENSHOT); with the tiny random stand-in models to the test's tmp dir.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        p = shutil.which(name)
+        if p:
+            return p
+    return None
+
+
+try:
+    from playwright.sync_api import sync_playwright
+    _PW_REASON = ""
+except ImportError as e:  # pragma: no cover - depends on the machine
+    sync_playwright = None
+    _PW_REASON = f"playwright (Python) is not installed ({e}); pip install playwright"
+
+pytestmark = [
+    pytest.mark.skipif(sync_playwright is None, reason=_PW_REASON or "playwright missing"),
+    pytest.mark.skipif(_chromium() is None,
+                       reason="no Chromium binary on PATH: apt-get install -y chromium (never `playwright install`)"),
+]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    import torch
+
+    import app as studio_app
+    from studio.config import StudioConfig
+    from studio.models import TOY_EXPERT, TOY_GENERAL, toy_models_present
+
+    if toy_models_present():
+        general, expert, toy = TOY_GENERAL, TOY_EXPERT, True
+        models_dir = tmp_path_factory.mktemp("empty_models")
+    else:
+        from tests.tiny import save_tiny_model
+        models_dir = tmp_path_factory.mktemp("browser_models")
+        general = save_tiny_model(models_dir / "tiny-general", seed=0)
+        expert = save_tiny_model(models_dir / "tiny-expert", seed=1, share_from=general)
+        toy = False
+    threads = torch.get_num_threads()
+    cfg = StudioConfig(models_dir=models_dir, port=None, device="cpu", threads=1, style_model=Path(general))
+    demo = studio_app.build_app(cfg)
+    _, url, _ = studio_app.launch(demo, cfg, prevent_thread_lock=True, quiet=True)
+    yield {"url": url, "general": str(general), "expert": str(expert), "toy": toy, "demo": demo}
+    demo.close()
+    torch.set_num_threads(threads)
+
+
+def _set_number(page, elem_id: str, value) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def test_fusion_example_in_a_real_browser(served, tmp_path):
+    shot = Path(os.environ.get("STUDIO_SCREENSHOT") or
+                (ROOT / "docs" / "screenshots" / "fusion_tab.png" if served["toy"] else tmp_path / "fusion_tab.png"))
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1350})
+            requests = []
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(served["url"], wait_until="domcontentloaded", timeout=60_000)
+            page.get_by_role("button", name="Fuse").wait_for(timeout=60_000)
+            assert page.get_by_role("tab", name="Style transfer").count() == 1
+
+            # the reference's first recipe, from the examples
+            page.get_by_text("Recipe 1: composition from the general model").first.click()
+            page.wait_for_function(
+                "() => document.querySelector('#fusion_selection textarea, #fusion_selection input')"
+                "?.value === '600,1,1'", timeout=30_000)
+            if not served["toy"]:  # tiny stand-ins: point the pickers at them, fewer steps
+                for elem, path in (("general_path", served["general"]), ("expert_path", served["expert"])):
+                    box = page.locator(f"#{elem} textarea, #{elem} input").first
+                    box.fill(path)
+                    box.press("Tab")
+                _set_number(page, "height", 16)
+                _set_number(page, "width", 16)
+            _set_number(page, "steps", 12 if not served["toy"] else 30)
+            page.wait_for_timeout(300)
+
+            page.get_by_role("button", name="Fuse").click()
+            page.wait_for_function("() => document.querySelector('#status')?.innerText.includes('Done')",
+                                   timeout=180_000)
+            for elem in ("out_general", "out_expert", "out_fused", "sal_primary", "sal_secondary", "sal_mask",
+                         "share_plot"):
+                page.locator(f"#{elem} img").first.wait_for(state="visible", timeout=30_000)
+            caption = page.locator("#sal_caption").inner_text()
+            assert "from the secondary" in caption
+
+            # scrub to another captured step: the maps change, no model runs
+            src_before = page.locator("#sal_primary img").first.get_attribute("src")
+            _set_number(page, "sal_step", 3)
+            page.wait_for_function(
+                "(s) => { const i = document.querySelector('#sal_primary img'); return i && i.src !== s; }",
+                arg=src_before, timeout=30_000)
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert shot.is_file() and shot.stat().st_size > 10_000
+    outside = [u for u in requests if not u.startswith(served["url"].rstrip("/"))
+               and not u.startswith(("data:", "blob:"))]
+    assert not outside, f"the page fetched from outside the app: {outside[:3]}"
+    print(f"screenshot: {shot} ({time.perf_counter() - t0:.1f} s)")
+
+
+def test_style_tab_example_in_a_real_browser(served, tmp_path):
+    from studio.examples import style_examples
+    if not style_examples():
+        pytest.skip("no example images in assets/examples")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(served["url"], wait_until="domcontentloaded", timeout=60_000)
+            page.get_by_role("tab", name="Style transfer").click()
+            page.get_by_role("button", name="Stylise").wait_for(timeout=30_000)
+            page.locator("#engine").get_by_text("Style injection").first.click()
+            page.locator("#style_examples tbody tr, #style_examples button.gallery-item").first.click()
+            page.locator("#content img").first.wait_for(state="visible", timeout=30_000)
+            page.locator("#style img").first.wait_for(state="visible", timeout=30_000)
+            page.get_by_role("button", name="Stylise").click()
+            page.locator("#stylized img").first.wait_for(state="visible", timeout=180_000)
+            page.screenshot(path=os.environ.get("STUDIO_STYLE_SCREENSHOT") or str(tmp_path / "style_tab.png"),
+                            full_page=True)
+        finally:
+            browser.close()
