@@ -179,7 +179,7 @@ def test_toy_model_reconstructs_its_content():
     ts, al = inj._schedule(m, 50)
     zT, _ = inj.invert(m, z0, ts, al)
     z, _ = inj.sample(m, zT[:1], ts, al, InjectionSettings(inject=False, adain=False))
-    assert (z - z0[:1]).norm() / z0[:1].norm() < 0.25
+    assert (z - z0[:1]).norm() / z0[:1].norm() < 0.1  # 0.025 measured on an early checkpoint
 
 
 # ---------------------------------------------------------------------------------------------
