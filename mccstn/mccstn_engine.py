@@ -27,7 +27,7 @@ SAFETENSORS_NAME = "mccstn.safetensors"
 
 
 class MccSTNEngine(StyleEngine):
-    """Feed-forward MccSTN style transfer (about a second per image on CPU at 512 px)."""
+    """Feed-forward MccSTN style transfer (one network pass; see bench/results/mccstn_speed.md)."""
 
     name = "MccSTN"
     description = ("Feed-forward arbitrary style transfer (MccSTN: aesthetic attention at two "

@@ -126,18 +126,15 @@ class Encoder(nn.Module):
 
 
 def encoder_size_problem(h: int, w: int) -> Optional[str]:
-    """Why an h x w image cannot go through the encoder and fusion module, or None if it can.
+    """Why an h x w image cannot go through the encoder, or None if it can.
 
-    Reflection padding needs every padded map to be at least 2 pixels wide (the deepest padded
-    input is ceil(side/8)), and the per-channel std at relu5_1 needs at least two positions.
+    Reflection padding needs every padded map to be at least 2 px on each side; the deepest
+    padded map is conv5_1's input at ceil(side/16), so both sides must be at least 17 px.
     """
     if h < 1 or w < 1:
         return f"image is {w}x{h}"
-    h8, w8 = math.ceil(h / 8), math.ceil(w / 8)
-    if h8 < 2 or w8 < 2:
-        return f"image is {w}x{h}; both sides must be at least 9 px for the encoder"
-    if math.ceil(h / 16) * math.ceil(w / 16) < 2:
-        return f"image is {w}x{h}; the relu5_1 map would be 1x1 (one side must exceed 16 px)"
+    if math.ceil(h / 16) < 2 or math.ceil(w / 16) < 2:
+        return f"image is {w}x{h}; the encoder needs both sides to be at least 17 px"
     return None
 
 

@@ -9,7 +9,7 @@ Image API (``stylize_image``, ``stylize_images``, ``interpolate_images``) takes 
 paths, optionally resizes the long side, and returns PIL images cropped back to the (resized)
 content size.
 
-Small images: the encoder needs both sides >= 9 px (and more than one relu5_1 position); the
+Small images: the encoder needs both sides >= 17 px (reflection padding at relu5_1); the
 aesthetic discriminator, which sees the style image (and the content image when alpha < 1),
 needs a short side >= 61 px and a long side >= 125 px. ``small_images="error"`` (the tensor
 API's default) raises a :class:`ValueError` saying so; ``small_images="upsample"`` (the image

@@ -124,9 +124,9 @@ def test_size_rules():
     assert discriminator_size_problem(60, 200) is not None
     assert discriminator_size_problem(70, 124) is not None
     assert discriminator_size_problem(124, 124) is not None
-    assert encoder_size_problem(9, 17) is None
-    assert encoder_size_problem(8, 64) is not None
-    assert encoder_size_problem(16, 16) is not None
+    assert encoder_size_problem(17, 17) is None
+    assert encoder_size_problem(16, 64) is not None
+    assert encoder_size_problem(9, 17) is not None
 
 
 def test_preserve_color(model, images):
