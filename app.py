@@ -18,6 +18,7 @@ from studio.config import OUTPUTS_DIR, StudioConfig, build_parser, config_from_a
 TITLE = "MccSTN Studio"
 CSS = """
 #status {min-height: 2.6em}
+.fit img {width: 100% !important; height: 100% !important; object-fit: contain}
 """
 
 
@@ -61,10 +62,11 @@ def build_app(config: StudioConfig | None = None, studio=None):
     cfg = rt.config
     choices = discover(cfg.models_dir)
     choice_pairs = [(c.label, c.path) for c in choices]
-    default_general = str(TOY_GENERAL) if any(c.path == str(TOY_GENERAL) for c in choices) else \
-        (choices[0].path if choices else str(TOY_GENERAL))
-    default_expert = str(TOY_EXPERT) if any(c.path == str(TOY_EXPERT) for c in choices) else \
-        (choices[min(1, len(choices) - 1)].path if choices else str(TOY_EXPERT))
+    # the embedded toy models are the defaults even when missing: a request then says how to get them
+    default_general, default_expert = str(TOY_GENERAL), str(TOY_EXPERT)
+    if not any(c.path == default_general for c in choices):
+        choice_pairs = [(f"{TOY_GENERAL.name} (embedded toy general, missing)", default_general),
+                        (f"{TOY_EXPERT.name} (embedded toy cartoon expert, missing)", default_expert)] + choice_pairs
     geo = geometry(default_general)
     mode_choices = [(MODE_HELP[m], m) for m in (0, 1, 2)]
     recipe = ex.FUSION_EXAMPLES[0]
@@ -199,7 +201,7 @@ def build_app(config: StudioConfig | None = None, studio=None):
                 with gr.Column(scale=3, min_width=420):
                     with gr.Row():
                         img_kw = dict(format="png", type="pil", interactive=False, buttons=["download", "fullscreen"],
-                                      height=220)
+                                      height=220, elem_classes=["fit"])
                         out_general = gr.Image(label="General alone", elem_id="out_general", **img_kw)
                         out_expert = gr.Image(label="Expert alone", elem_id="out_expert", **img_kw)
                         out_fused = gr.Image(label="Fused", elem_id="out_fused", **img_kw)
@@ -217,7 +219,7 @@ def build_app(config: StudioConfig | None = None, studio=None):
                                      elem_id="sal_step")
                     step_caption = gr.Markdown("Run a fusion to see its saliency maps.", elem_id="sal_caption")
                     share_plot = gr.Image(label="Share of pixels from the secondary over the steps",
-                                          elem_id="share_plot", **{**img_kw, "height": 170})
+                                          elem_id="share_plot", **{**img_kw, "height": 170, "elem_classes": []})
             trace_state = gr.State(None)
             gr.Examples(
                 examples=[[e.prompt, e.prompt1, e.fusion_selection, e.mode, e.primary, e.seed, e.steps, e.guidance]
@@ -235,7 +237,8 @@ def build_app(config: StudioConfig | None = None, studio=None):
                 style_img = gr.Image(label="Style", type="pil", sources=["upload", "clipboard"], elem_id="style",
                                      height=300)
                 stylized = gr.Image(label="Stylised", format="png", type="pil", interactive=False,
-                                    buttons=["download", "fullscreen"], elem_id="stylized", height=300)
+                                    buttons=["download", "fullscreen"], elem_id="stylized", height=300,
+                                    elem_classes=["fit"])
             engine = gr.Radio([(e.label + ("" if e.available else " (unavailable)"), e.key) for e in entries],
                               value=default_engine, label="Engine", elem_id="engine")
             engine_line = gr.Markdown(next((e.status_line() for e in entries if e.key == default_engine), ""),
