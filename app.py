@@ -220,7 +220,7 @@ def build_app(config: StudioConfig | None = None, studio=None):
                     step_caption = gr.Markdown("Run a fusion to see its saliency maps.", elem_id="sal_caption")
                     share_plot = gr.Image(label="Share of pixels from the secondary over the steps",
                                           elem_id="share_plot", **{**img_kw, "height": 170, "elem_classes": []})
-            trace_state = gr.State(None)
+            trace_state = gr.State(None, time_to_live=3600)  # the last run's maps, per browser session
             gr.Examples(
                 examples=[[e.prompt, e.prompt1, e.fusion_selection, e.mode, e.primary, e.seed, e.steps, e.guidance]
                           for e in ex.FUSION_EXAMPLES],
@@ -344,6 +344,7 @@ def launch(demo, cfg: StudioConfig, **kw):
     """Queue and launch with the app's theme; serves files from the project's outputs/assets only."""
     demo.queue(max_size=64, default_concurrency_limit=8)
     OUTPUTS_DIR.mkdir(exist_ok=True)
+    kw.setdefault("state_session_capacity", 256)  # saliency traces kept for at most this many sessions
     return demo.launch(server_name=cfg.host, server_port=cfg.port, share=cfg.share, css=CSS,
                        footer_links=["api", "gradio"], **kw)
 

@@ -19,6 +19,15 @@ from studio.models import discover, geometry, resolve_model
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: on a busy 2-core machine, 2 threads make tiny models ~50x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 class FakeModel:
     def __init__(self, path, mb: float):
         n = int(mb * 2 ** 20 / 4)
@@ -194,3 +203,39 @@ def test_help_and_light_import():
     code = "import sys, app; print(sorted(m for m in ('torch', 'gradio', 'diffusers') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
+
+
+def test_fusion_service_out_of_memory_is_a_clear_error(tiny_dirs, monkeypatch):
+    from fusion.pipeline import FusionPipeline
+    from studio.fusion_service import FuseRequest, FusionService
+    cache = ModelCache(device="cpu", dtype=torch.float32)
+    svc = FusionService(cache, WorkSlots(1))
+    req = FuseRequest(general=str(tiny_dirs["general"]), expert=str(tiny_dirs["expert"]), prompt="a red circle",
+                      steps=3, height=16, width=16)
+    assert svc.run(req).images["fused"].size == (16, 16)
+
+    def boom(self, *a, **k):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
+    monkeypatch.setattr(FusionPipeline, "__call__", boom)
+    with pytest.raises(StudioError, match="Out of memory"):
+        svc.run(req)
+    assert svc.slots.busy == 0
+
+
+def test_fusion_service_streams_and_cancels(tiny_dirs):
+    from fusion.sampler import Cancelled
+    from studio.fusion_service import FuseOutcome, FuseRequest, FusionService, Preview
+    svc = FusionService(ModelCache(device="cpu", dtype=torch.float32), WorkSlots(1), preview_every=2)
+    req = FuseRequest(general=str(tiny_dirs["general"]), expert=str(tiny_dirs["expert"]), prompt="a red circle",
+                      steps=8, height=16, width=16, fusion_selection="1000,1,1", mode=1)
+    items = list(svc.stream(req))
+    assert [type(i) for i in items] == [Preview] * 3 + [FuseOutcome]
+    assert [i.step for i in items[:-1]] == [2, 4, 6] and len(items[-1].trace) == 8
+    ev = threading.Event()
+    gen = svc.stream(FuseRequest(**{**req.__dict__, "steps": 200}), ev)
+    next(gen)
+    ev.set()
+    with pytest.raises(Cancelled):
+        list(gen)
+    with pytest.raises(StudioError, match="v1,kg,ke"):
+        svc.run(FuseRequest(**{**req.__dict__, "fusion_selection": "x"}))
