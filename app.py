@@ -197,7 +197,7 @@ def build_app(config: StudioConfig | None = None, studio=None):
                     with gr.Row():
                         run = gr.Button("Fuse", variant="primary", elem_id="fuse_button")
                         stop_btn = gr.Button("Stop", variant="stop", elem_id="stop_button")
-                    status = gr.Markdown("", elem_id="status")
+                    status = gr.Markdown("", elem_id="status", label="Status")
                 with gr.Column(scale=3, min_width=420):
                     with gr.Row():
                         img_kw = dict(format="png", type="pil", interactive=False, buttons=["download", "fullscreen"],
@@ -217,7 +217,8 @@ def build_app(config: StudioConfig | None = None, studio=None):
                         sal_m = gr.Image(label="Mask (from secondary)", elem_id="sal_mask", **img_kw)
                     step = gr.Slider(0, 1, value=0, step=1, label="Captured SNB step", interactive=False,
                                      elem_id="sal_step")
-                    step_caption = gr.Markdown("Run a fusion to see its saliency maps.", elem_id="sal_caption")
+                    step_caption = gr.Markdown("Run a fusion to see its saliency maps.", elem_id="sal_caption",
+                                               label="Saliency step")
                     share_plot = gr.Image(label="Share of pixels from the secondary over the steps",
                                           elem_id="share_plot", **{**img_kw, "height": 170, "elem_classes": []})
             trace_state = gr.State(None, time_to_live=3600)  # the last run's maps, per browser session
@@ -251,7 +252,7 @@ def build_app(config: StudioConfig | None = None, studio=None):
                         control_inputs[control_param(e.key, c.name)] = _control_widget(gr, c)
                 groups[e.key] = grp
             style_run = gr.Button("Stylise", variant="primary", elem_id="stylize_button")
-            style_status = gr.Markdown("")
+            style_status = gr.Markdown("", label="Status", elem_id="style_status")
             pairs = ex.style_examples()
             if pairs:
                 gr.Examples(examples=[list(p) for p in pairs], inputs=[content, style_img],

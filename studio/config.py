@@ -11,7 +11,7 @@ flag                   environment variable        default
 --memory-budget-gb     STUDIO_MEMORY_BUDGET_GB     60 % of the GPU's memory / 40 % of RAM
 --concurrency          STUDIO_CONCURRENCY          1 (GPU jobs at once)
 --mccstn-weights       MCCSTN_WEIGHTS              <models-dir>/mccstn
---threads              STUDIO_THREADS              torch's default (CPU threads for model work)
+--threads              STUDIO_THREADS              1 on machines with <= 2 CPUs, else torch's default
 --no-preload           (none)                      the default toy models load right after start
 --share                (none)                      off
 =====================  ==========================  ===============================================
@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder with the MccSTN weights (default: <models-dir>/mccstn); env MCCSTN_WEIGHTS")
     p.add_argument("--threads", type=int, default=_env("STUDIO_THREADS"),
                    help="torch CPU threads for model work (on a busy machine 1 can be much faster); "
-                        "env STUDIO_THREADS (default: torch's choice)")
+                        "env STUDIO_THREADS (default: 1 on machines with <= 2 CPUs, else torch's choice)")
     p.add_argument("--no-preload", action="store_true",
                    help="do not load the default toy models in the background right after start")
     p.add_argument("--share", action="store_true", help="create a public gradio.live link (needs network)")
