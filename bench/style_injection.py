@@ -16,7 +16,8 @@ what came from where. Per arm we report
 Arms: ``recon`` (inversion + sampling, no injection, no AdaIN: the reconstruction ceiling),
 ``adain`` (AdaIN start latent only), ``inject`` (the engine's defaults), ``inject-cartoon`` (the
 same on the toy cartoon expert), ``inject-recompute`` (defaults with store="recompute", timing
-and memory only, on the first few pairs).
+and memory only, on the first few pairs). Variants: ``BASE+field=value``, e.g.
+``inject+adain=false`` or ``inject+gamma=1+temperature=1``.
 
     python bench/style_injection.py              # 24 pairs, writes bench/results/style_injection.*
     python bench/style_injection.py --quick      # 6 pairs, no files written
@@ -92,6 +93,24 @@ ARMS = {
 }
 
 
+def arm_settings(arm: str) -> dict:
+    """An arm's settings: a name of ARMS, or a variant "BASE+field=value+...", e.g.
+    "inject+gamma=0.9+temperature=1" (fields of InjectionSettings)."""
+    base, *over = arm.split("+")
+    if base not in ARMS:
+        raise SystemExit(f"--arms: unknown {base!r}; accepted: {', '.join(ARMS)} (optionally +field=value)")
+    out = dict(ARMS[base])
+    for kv in over:
+        k, _, v = kv.partition("=")
+        out[k] = {"true": True, "false": False}.get(v.lower(), None)
+        if out[k] is None:
+            try:
+                out[k] = int(v) if v.lstrip("-").isdigit() else float(v)
+            except ValueError:
+                out[k] = v
+    return out
+
+
 def judge_all(judge, images: list[np.ndarray]) -> dict | None:
     if judge is None:
         return None
@@ -138,7 +157,8 @@ def main(argv=None):
     p.add_argument("--judge", default=str(JUDGE_PATH))
     p.add_argument("--n", type=int, default=24)
     p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--arms", default=",".join(ARMS))
+    p.add_argument("--arms", default="recon,adain,inject,inject+adain=false,inject-cartoon,"
+                                      "inject-cartoon+adain=false,inject-recompute")
     p.add_argument("--recompute-pairs", type=int, default=4)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default=str(RESULTS))
@@ -148,19 +168,17 @@ def main(argv=None):
     torch.set_num_threads(a.threads)
     n = 6 if a.quick else a.n
     arms = [x for x in a.arms.split(",") if x]
-    bad = [x for x in arms if x not in ARMS]
-    if bad:
-        raise SystemExit(f"--arms: unknown {bad}; accepted: {', '.join(ARMS)}")
+    arm_cfg = {x: arm_settings(x) for x in arms}
     if not (Path(a.model) / "unet").is_dir():
         raise SystemExit(f"model not found at {a.model}: train the toy models first "
                          f"(python -m toyworld.train) or pass --model")
     models = {"main": load_model(a.model, device="cpu", dtype=torch.float32)}
-    if "inject-cartoon" in arms:
+    if any(x.startswith("inject-cartoon") for x in arms):
         if (Path(a.cartoon_model) / "unet").is_dir():
             models["cartoon"] = load_model(a.cartoon_model, device="cpu", dtype=torch.float32)
         else:
             print(f"no cartoon model at {a.cartoon_model}: skipping the inject-cartoon arm")
-            arms.remove("inject-cartoon")
+            arms = [x for x in arms if not x.startswith("inject-cartoon")]
     judge = None
     if Path(a.judge).is_file():
         from toyworld.judge import load_judge
@@ -175,10 +193,10 @@ def main(argv=None):
     records = []
     t_start = time.time()
     for arm in arms:
-        model = models["cartoon" if arm == "inject-cartoon" else "main"]
-        k = a.recompute_pairs if arm == "inject-recompute" else n
+        model = models["cartoon" if arm.startswith("inject-cartoon") else "main"]
+        k = a.recompute_pairs if arm.startswith("inject-recompute") else n
         for i in range(min(k, n)):
-            s = InjectionSettings(steps=a.steps, **ARMS[arm])
+            s = InjectionSettings(**{"steps": a.steps, **arm_cfg[arm]})
             out, st = style_transfer(model, Image.fromarray(contents[i]), Image.fromarray(styles[i]), s)
             o = np.asarray(out)
             outputs[arm].append(o)
@@ -272,7 +290,7 @@ def main(argv=None):
             judge=a.judge if judge is not None else None, rss_peak_bytes=rss, sd_estimate=sd,
             threads=a.threads, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())), indent=2))
         (out / f"{a.name}.md").write_text(head + "\n\n" + text + "\n")
-        cols = ["content", "style"] + [x for x in arms if x != "inject-recompute"]
+        cols = ["content", "style"] + [x for x in arms if not x.startswith("inject-recompute")]
         rows = []
         for i in range(min(n, 12)):
             c, s = prs[i]
