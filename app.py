@@ -102,7 +102,9 @@ def build_app(config: StudioConfig | None = None, studio=None):
                            (item.primary_image, item.images["fused"]), hp, hs, m, plot, step_update,
                            caption, item.summary(), state)
                 else:
-                    progress((item.step, item.total), desc="sampling")
+                    progress((item.step, item.total), desc="sampling", unit="steps")
+                    if item.images is None:
+                        continue
                     yield (item.images.get("general", skip), item.images.get("expert", skip),
                            item.images.get("fused", skip), skip, skip, skip, skip, skip, skip, skip,
                            f"Sampling: step {item.step} of {item.total} (previews: predicted final image)", skip)

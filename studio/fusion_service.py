@@ -41,7 +41,7 @@ class FuseRequest:
 class Preview:
     step: int                 # steps done (1..total)
     total: int
-    images: dict              # trajectory -> PIL image (predicted x_0 at this step)
+    images: dict | None       # trajectory -> PIL image (predicted x_0 at this step); None: progress only
 
 
 @dataclass
@@ -68,7 +68,8 @@ class FuseOutcome:
 
 
 class FusionService:
-    """``stream(request, cancel)`` yields :class:`Preview` objects, then one :class:`FuseOutcome`.
+    """``stream(request, cancel)`` yields :class:`Preview` objects (one per step; decoded images
+    every ``preview_every`` steps, ``images=None`` on the others), then one :class:`FuseOutcome`.
 
     cache: a :class:`studio.cache.ModelCache`; slots: the shared :class:`studio.gpu.WorkSlots`;
     preview_every: decode a preview every this many steps (0: about ten per run, none for
@@ -182,9 +183,10 @@ class FusionService:
 
         def on_step(si, ev):
             done = ev.index + 1
-            if previews is None or not every or done % every or done >= ev.total:
+            if previews is None or cancel.is_set():
                 return
-            if cancel.is_set():
+            if not every or done % every or done >= ev.total:
+                previews.put(("preview", Preview(done, ev.total, None)))  # progress only
                 return
             imgs = pipe.decode(dict(ev.pred_x0), s)
             previews.put(("preview", Preview(done, ev.total, {k: to_pil(v[:1])[0] for k, v in imgs.items()})))

@@ -229,8 +229,9 @@ def test_fusion_service_streams_and_cancels(tiny_dirs):
     req = FuseRequest(general=str(tiny_dirs["general"]), expert=str(tiny_dirs["expert"]), prompt="a red circle",
                       steps=8, height=16, width=16, fusion_selection="1000,1,1", mode=1)
     items = list(svc.stream(req))
-    assert [type(i) for i in items] == [Preview] * 3 + [FuseOutcome]
-    assert [i.step for i in items[:-1]] == [2, 4, 6] and len(items[-1].trace) == 8
+    assert [type(i) for i in items] == [Preview] * 8 + [FuseOutcome]
+    assert [i.step for i in items[:-1] if i.images] == [2, 4, 6] and len(items[-1].trace) == 8
+    assert set(items[1].images) == {"general", "expert", "fused"}
     ev = threading.Event()
     gen = svc.stream(FuseRequest(**{**req.__dict__, "steps": 200}), ev)
     next(gen)
