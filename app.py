@@ -138,6 +138,14 @@ def build_app(config: StudioConfig | None = None, studio=None):
             raise gr.Error(str(e), print_exception=False)
         return sel.v1, sel.kg, sel.ke, str(sel)
 
+    def sliders_follow_selection(text):
+        """Quietly move the sliders to a valid string (examples, typing); ignore partial ones."""
+        try:
+            sel = parse_fusion_selection((text or "").strip())
+        except ValueError:
+            return gr.skip(), gr.skip(), gr.skip()
+        return sel.v1, sel.kg, sel.ke
+
     def model_geometry(general, expert, general_path, expert_path, primary):
         """Size sliders for the primary model's supported sizes."""
         p = ((expert_path or "").strip() or expert) if primary == "expert" else ((general_path or "").strip() or general)
@@ -283,9 +291,9 @@ def build_app(config: StudioConfig | None = None, studio=None):
               api_name="selection_from_sliders", trigger_mode="always_last", show_progress="hidden", queue=False)
         selection.submit(sliders_from_selection, selection, [v1, kg, ke, selection],
                          api_name="sliders_from_selection", show_progress="hidden", queue=False)
-        selection.blur(sliders_from_selection, selection, [v1, kg, ke, selection],
-                       api_name="sliders_from_selection_blur", api_visibility="undocumented",
-                       show_progress="hidden", queue=False)
+        selection.change(sliders_follow_selection, selection, [v1, kg, ke], api_name="sliders_follow_selection",
+                         api_visibility="undocumented", show_progress="hidden", queue=False,
+                         trigger_mode="always_last")
         geo_inputs = [general, expert, general_path, expert_path, primary]
         gr.on([general.change, expert.change, primary.change, general_path.blur, expert_path.blur], model_geometry,
               geo_inputs, [height, width], api_name="model_geometry", show_progress="hidden", queue=False)

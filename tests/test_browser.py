@@ -91,6 +91,10 @@ def test_fusion_example_in_a_real_browser(served, tmp_path):
             page.get_by_role("button", name="Fuse").wait_for(timeout=60_000)
             assert page.get_by_role("tab", name="Style transfer").count() == 1
 
+            # an example fills the fusion_selection string, and the sliders follow it
+            page.get_by_text("Recipe 2: expert composition first").first.click()
+            page.wait_for_function("() => document.querySelector('#v1 input[type=number]')?.value === '850'",
+                                   timeout=30_000)
             # the reference's first recipe, from the examples
             page.get_by_text("Recipe 1: composition from the general model").first.click()
             page.wait_for_function(
