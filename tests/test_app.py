@@ -251,3 +251,17 @@ def test_page_serves(app):
     _, _, url = app
     html = urllib.request.urlopen(url, timeout=30).read().decode()
     assert "MccSTN Studio" in html or "gradio" in html.lower()
+
+
+def test_defaults_are_the_toy_models(app):
+    """With no model arguments /fuse uses the embedded toy models (or says how to get them)."""
+    from gradio_client.exceptions import AppError
+
+    from studio.models import toy_models_present
+    _, client, _ = app
+    if not toy_models_present():
+        with pytest.raises(AppError, match="toy models are missing"):
+            client.predict(api_name="/fuse", steps=4)
+        return
+    out = client.predict(api_name="/fuse", steps=8)
+    assert Image.open(out[2]).size == (64, 64) and out[-1].startswith("Done")
