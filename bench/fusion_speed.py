@@ -210,7 +210,7 @@ def run_requests(pipes, recipes, args, device) -> tuple[list[dict], dict]:
     timer = UNetTimer(unets, device)
     rows, equal = [], {}
     try:
-        for recipe in recipes:
+        for ri, recipe in enumerate(recipes):
             base = dict(parse_recipe(recipe), steps=args.steps, n_samples=args.n_samples, height=args.H,
                         width=args.W)
             samples = {s: [] for s in args.schedules}
@@ -218,7 +218,7 @@ def run_requests(pipes, recipes, args, device) -> tuple[list[dict], dict]:
             order = list(args.schedules)
             for rep in range(args.warmup + args.repeat):
                 # A/B/A/B; reversed every other round (A/B/B/A) so neither always goes first
-                for sched in (order if rep % 2 == 0 else order[::-1]):
+                for sched in (order if (rep + ri) % 2 == 0 else order[::-1]):
                     pipe = pipes["naive" if sched == "naive" else "project"]
                     for m in (pipe.model0, pipe.model1):
                         m.prompt_cache.clear()  # every request encodes its prompts (a new request)
@@ -266,6 +266,12 @@ def run_requests(pipes, recipes, args, device) -> tuple[list[dict], dict]:
                     # paired ratios (each request against the naive one of its round) and their spread
                     pr = [x["seconds"] / y["seconds"] for x, y in zip(xs, samples["naive"])]
                     row["paired_ratios"] = [round(v, 4) for v in pr]
+                    # speed-normalised: each request in units of its own UNet-call time (the same
+                    # work in every schedule), so a machine that speeds up or slows down between
+                    # requests cancels out; equals the plain ratio on a quiet machine
+                    eq = lambda x: x["seconds"] / (x["unet_seconds"] / x["calls"])  # noqa: E731
+                    row["normalised_ratio"] = round(statistics.median(eq(x) for x in xs)
+                                                    / statistics.median(eq(y) for y in samples["naive"]), 4)
                 rows.append(row)
     finally:
         timer.remove()
@@ -327,10 +333,20 @@ def modelled_ratios(comp: dict, counts: list[dict], n: int) -> list[dict]:
         steps = c["steps"]
         per_step = 3 * comp["ddim_step"] + comp["snb_blend"]  # upper bound: SNB on every step
         fixed = 3 * comp["vae_decode_per_image"] * n + steps * per_step
-        naive_s = c["naive"] * u + fixed + 5 * comp["text_encode"]
+        # text-encoder passes per request (memoised per encoder and text): naive 4 (same prompts)
+        # or 5 (the fused primary's encoder also encodes the other model's prompt); project 2 or 3
+        naive_s = c["naive"] * u + fixed + (4 if c["same_prompt"] else 5) * comp["text_encode"]
         proj_s = c["project"] * u + fixed + (2 if c["same_prompt"] else 3) * comp["text_encode"]
-        rows.append(dict(recipe=c["recipe"], steps=steps, same_prompt=c["same_prompt"], naive_s=round(naive_s, 2),
-                         project_s=round(proj_s, 2), ratio=round(proj_s / naive_s, 4), call_ratio=c["ratio"]))
+        row = dict(recipe=c["recipe"], steps=steps, same_prompt=c["same_prompt"], naive_s=round(naive_s, 2),
+                   project_s=round(proj_s, 2), ratio=round(proj_s / naive_s, 4), call_ratio=c["ratio"])
+        b4 = comp.get(f"unet_b{4 * n}")
+        if b4 is not None and "project_batch_rows" in c:
+            # batched calls carry 2n..6n rows: a line through the 2n- and 4n-row call times
+            per_row = (b4 - u) / (2 * n)
+            t_batch = c["project_batch"] * (u - 2 * n * per_row) + c["project_batch_rows"] * per_row
+            batch_s = t_batch + fixed + (2 if c["same_prompt"] else 3) * comp["text_encode"]
+            row.update(project_batch_s=round(batch_s, 2), ratio_batch=round(batch_s / naive_s, 4))
+        rows.append(row)
     return rows
 
 
@@ -392,19 +408,23 @@ def markdown(res: dict) -> str:
     lines = [f"### fusion_speed: size={a['size']}, {a['H']}x{a['W']}, {a['steps']} steps, n_samples={a['n_samples']}, "
              f"device={res['env']['device']}, dtype={res['env']['dtype']}", ""]
     if res.get("requests"):
-        lines += ["| recipe | schedule | UNet calls | s/request | s/step | UNet s | other s | peak RSS MB | ratio |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += ["| recipe | schedule | UNet calls | s/request | s/step | UNet s | s/UNet call | other s | "
+                  "peak RSS MB | ratio | speed-normalised ratio |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in res["requests"]:
             lines.append(f"| {r['recipe']} | {r['schedule']} | {r['unet_calls']} | {r['s_per_request']} | "
-                         f"{r['s_per_step']} | {r['unet_s_per_request']} | {r['other_s_per_request']} | "
-                         f"{r['peak_rss_mb']} | {r.get('ratio', '')} |")
+                         f"{r['s_per_step']} | {r['unet_s_per_request']} | {r['s_per_unet_call']} | "
+                         f"{r['other_s_per_request']} | {r['peak_rss_mb']} | {r.get('ratio', '')} | "
+                         f"{r.get('normalised_ratio', '')} |")
+        lines.append("")
+        lines.append("(peak RSS: the whole process, which holds both schedules' models; see 'Holding two models')")
         lines.append("")
         lines.append("Against naive (final latents bit-equal / images bit-equal / max |diff| / 8-bit images equal): " +
                      "; ".join(f"{k}: {v['latents_bit_equal']} / {v['images_bit_equal']} / "
                                f"{v['images_max_abs_diff']:.1e} / {v['uint8_equal']}" for k, v in res["bit_equal"].items()))
         lines.append("")
     if res.get("counts_50"):
-        lines += ["UNet calls per request at 50 steps (exact):", "",
+        lines += [f"UNet calls per request at {res['counts_50'][0]['steps']} steps (exact):", "",
                   "| recipe | prompt == prompt1 | naive | project | ratio | project_batch calls |", "|---|---|---|---|---|---|"]
         for c in res["counts_50"]:
             lines.append(f"| {c['recipe']} | {c['same_prompt']} | {c['naive']} | {c['project']} | {c['ratio']} | "
@@ -421,11 +441,12 @@ def markdown(res: dict) -> str:
         lines.append("")
     if res.get("modelled"):
         lines += ["Modelled s/request from exact counts x measured component times:", "",
-                  "| recipe | steps | prompt == prompt1 | naive s | project s | time ratio | call ratio |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| recipe | steps | prompt == prompt1 | naive s | project s | time ratio | call ratio | "
+                  "project_batch s | batch time ratio |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for m in res["modelled"]:
             lines.append(f"| {m['recipe']} | {m['steps']} | {m['same_prompt']} | {m['naive_s']} | {m['project_s']} | "
-                         f"{m['ratio']} | {m['call_ratio']} |")
+                         f"{m['ratio']} | {m['call_ratio']} | {m.get('project_batch_s', '')} | {m.get('ratio_batch', '')} |")
         lines.append("")
     if res.get("memory"):
         m = res["memory"]
@@ -460,12 +481,25 @@ def main(argv=None) -> dict:
     ap.add_argument("--no-requests", dest="requests", action="store_false", help="skip the end-to-end requests")
     ap.add_argument("--components-only", action="store_true", help="component timings, model and memory only")
     ap.add_argument("--component-rounds", type=int, default=2)
+    ap.add_argument("--no-components", dest="components", action="store_false", help="skip component timings")
     ap.add_argument("--no-memory", dest="memory", action="store_false")
     ap.add_argument("--no-cold-warm", dest="cold_warm", action="store_false")
     ap.add_argument("--count-steps", type=int, default=50)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "fusion_speed.json"))
     ap.add_argument("--md", default=None, help="markdown table path (default: --out with .md)")
+    ap.add_argument("--rerender", default=None, metavar="JSON",
+                    help="recompute the model and rewrite the markdown of a saved result; runs nothing")
     args = ap.parse_args(argv)
+    if args.rerender:
+        res = json.loads(Path(args.rerender).read_text())
+        if res.get("components"):
+            res["modelled"] = modelled_ratios(res["components"], res["counts_50"] + res["counts_bench_steps"],
+                                              res["args"]["n_samples"])
+        Path(args.rerender).write_text(json.dumps(res, indent=1))
+        md = markdown(res)
+        Path(args.rerender).with_suffix(".md").write_text(md)
+        print(md)
+        return res
     if args.components_only:
         args.requests = False
     if args.threads:
@@ -500,13 +534,15 @@ def main(argv=None) -> dict:
     if args.requests:
         res["requests"], res["bit_equal"] = run_requests(pipes, args.recipes, args, device)
 
-    print("component timings...", flush=True)
-    res["components"] = component_times(g2, args, device)
-    c = res["components"]
-    u = c[f"unet_b{2 * args.n_samples}"]
-    res["snb_overhead"] = dict(snb_s=c["snb_blend"], unet_call_s=u, fraction_of_unet_call=round(c["snb_blend"] / u, 6),
-                               sampler_fraction=round((c["snb_blend"] + 3 * c["ddim_step"]) / u, 6))
-    res["modelled"] = modelled_ratios(c, res["counts_50"] + res["counts_bench_steps"], args.n_samples)
+    if args.components:
+        print("component timings...", flush=True)
+        res["components"] = component_times(g2, args, device)
+        c = res["components"]
+        u = c[f"unet_b{2 * args.n_samples}"]
+        res["snb_overhead"] = dict(snb_s=c["snb_blend"], unet_call_s=u,
+                                   fraction_of_unet_call=round(c["snb_blend"] / u, 6),
+                                   sampler_fraction=round((c["snb_blend"] + 3 * c["ddim_step"]) / u, 6))
+        res["modelled"] = modelled_ratios(c, res["counts_50"] + res["counts_bench_steps"], args.n_samples)
     del pipes, g, e, g2, e2
     gc.collect()
 

@@ -1,0 +1,34 @@
+"""The speed benchmarks' code paths on tiny models, 2 steps (seconds): so they cannot rot."""
+import json
+
+
+def test_fusion_speed_bench_runs_and_project_schedule_is_cheaper(tmp_path):
+    from bench.fusion_speed import main
+    out = tmp_path / "fs.json"
+    res = main(["--size", "tiny", "--steps", "2", "--H", "32", "--W", "32", "--repeat", "1", "--warmup", "0",
+                "--count-steps", "10", "--component-rounds", "1", "--no-memory", "--no-cold-warm",
+                "--threads", "1", "--out", str(out)])
+    assert json.loads(out.read_text())["args"]["steps"] == 2
+    assert out.with_suffix(".md").read_text().startswith("### fusion_speed")
+    rows = {(r["recipe"], r["schedule"]): r for r in res["requests"]}
+    for recipe in ("600,1,1:2:general", "850,1,1:1:expert"):
+        naive, proj, batch = (rows[(recipe, s)] for s in ("naive", "project", "project_batch"))
+        assert naive["unet_calls"] > proj["unet_calls"] > batch["unet_calls"]
+        eq = res["bit_equal"][f"{recipe} project"]
+        assert eq["latents_bit_equal"] and eq["uint8_equal"]  # images: up to the VAE batch's rounding
+        assert eq["images_max_abs_diff"] < 1e-5
+    counts = {(c["recipe"], c["same_prompt"]): c for c in res["counts_50"]}
+    # the reference recipes' exact UNet-call counts at 10 steps (3 images per request)
+    assert (counts[("600,1,1:2:general", True)]["project"], counts[("600,1,1:2:general", True)]["naive"]) == (32, 40)
+    assert counts[("850,1,1:1:expert", True)]["project"] == 37
+    assert counts[("850,1,1:1:expert", False)]["project"] == 39
+    assert 0 < res["snb_overhead"]["fraction_of_unet_call"] < 1
+
+
+def test_gpu_check_python_part_runs_on_cpu(tmp_path):
+    from bench.gpu_check import main
+    res = main(["--size", "tiny", "--steps", "2", "--H", "32", "--W", "32", "--repeat", "1", "--warmup", "0",
+                "--device", "cpu", "--out", str(tmp_path / "g.json")])
+    assert res["unet_calls"]["plain"] == 2 and res["unet_calls"]["naive"] == 8
+    assert res["unet_calls"]["project"] < res["unet_calls"]["naive"]
+    assert set(res["project_over_naive"]) == {"project", "project_batch"}
