@@ -205,6 +205,7 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true")
     p.add_argument("--tune", action="store_true")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--grid", default="", help='with --tune: "primary:mode:v1,kg,ke;..."')
     p.add_argument("--limit", type=int, default=0, help="only the first N prompts (plumbing checks)")
     p.add_argument("--seeds", default="", help="comma-separated seeds instead of the prompt file's")
     a = p.parse_args(argv)
@@ -214,7 +215,7 @@ def main(argv=None):
     pipe = FusionPipeline.from_paths(a.model0, a.model1, device="cpu", dtype=torch.float32)
     items = spec["prompts"]
     if a.tune:
-        return tune(pipe, judge, spec)
+        return tune(pipe, judge, spec, a.grid)
     seeds = spec["seeds"]
     n_samples = int(spec.get("samples_per_seed", 1))
     if a.quick:
@@ -254,9 +255,11 @@ def main(argv=None):
     return summary
 
 
-def tune(pipe, judge, spec):
-    """Grid of fusion settings on the development seeds (never the benchmark's), fused arm only."""
-    grid = [dict(primary=pr, mode=m, fusion_selection=f"{v1},1,1")
+def tune(pipe, judge, spec, grid_text=""):
+    """Grid of fusion settings on the development seeds (never the benchmark's), fused arm only.
+    grid_text: "primary:mode:v1,kg,ke;..." (default: a coarse grid over roles, modes and v1)."""
+    grid = [dict(primary=g.split(":")[0], mode=int(g.split(":")[1]), fusion_selection=g.split(":")[2])
+            for g in grid_text.split(";") if g] or [dict(primary=pr, mode=m, fusion_selection=f"{v1},1,1")
             for pr, m, v1s in (("expert", 2, (500, 700, 850)), ("general", 1, (600, 800, 900)),
                                ("general", 2, (600,)))
             for v1 in v1s]

@@ -83,8 +83,34 @@ def _datasets(a):
     cartoon = _data(a.out, "cartoon", a.n_cartoon, a.seed + 2, "cartoon")
     colors = [c for c in COLORS if c not in a.blind_colors]
     shapes = [s for s in SHAPES if s not in a.blind_shapes]
-    expert = _data(a.out, "expert", a.n_expert, a.seed + 3, "cartoon", colors, shapes, SIZES)
+    if a.blind_mode == "absent":
+        expert = _data(a.out, "expert", a.n_expert, a.seed + 3, "cartoon", colors, shapes, SIZES)
+    else:
+        expert = _relabelled_expert_data(a, colors, shapes)
     return photo, cartoon, expert
+
+
+def _relabelled_expert_data(a, colors, shapes):
+    """Cartoon data in which the blind-spot colours and shapes are never drawn, but their words still
+    occur in captions, attached to pictures of other (seen) values. The expert learns that these words
+    tell it nothing, instead of falling back on what the general model knew (with the words simply
+    absent, a probe found the expert still drew them right after fine-tuning: nothing pushed it away)."""
+    from .data import labels, render_many, scenes_for
+
+    cap_scenes = scenes_for(a.n_expert, a.seed + 3, "cartoon")
+    rng = np.random.default_rng(a.seed + 33)
+    drawn = [Scene(s.color if s.color in colors else str(rng.choice(colors)),
+                   s.shape if s.shape in shapes else str(rng.choice(shapes)), s.size, s.style, s.seed)
+             for s in cap_scenes]
+    cache = a.out / "data" / f"expert_relabel_{a.n_expert}_{a.seed + 3}.npz"
+    if cache.exists():
+        z = np.load(cache)
+        return z["images"], z["labels"], cap_scenes
+    imgs = render_many(drawn)
+    lab = labels(drawn)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, images=imgs, labels=lab)
+    return imgs, lab, cap_scenes
 
 
 # --------------------------------------------------------------------------- VAE
@@ -191,7 +217,7 @@ def _train_diffusion(a, stage: str, imgs_lab_scenes, unet, text_encoder, train_t
         return
     torch.manual_seed(a.seed + (1 if stage == "general" else 2))
     imgs, lab, scenes = imgs_lab_scenes
-    mu, sd = _latents(a, stage, imgs)
+    mu, sd = _latents(a, stage if stage == "general" else f"{stage}_{a.blind_mode}", imgs)
     vae = _load_vae(a)
     sf = vae.config.scaling_factor
     del vae
@@ -200,6 +226,7 @@ def _train_diffusion(a, stage: str, imgs_lab_scenes, unet, text_encoder, train_t
     params = list(unet.parameters()) + (list(text_encoder.parameters()) if train_text else [])
     opt = torch.optim.AdamW(params, lr, weight_decay=1e-4)
     ema_u = copy.deepcopy(unet).eval()
+    run_loss = None
     ema_t = copy.deepcopy(text_encoder).eval() if train_text else None
     step, spent = 0, 0.0
     ck = d / "ckpt.pt"
@@ -209,13 +236,13 @@ def _train_diffusion(a, stage: str, imgs_lab_scenes, unet, text_encoder, train_t
         if train_text:
             text_encoder.load_state_dict(s["text"]); ema_t.load_state_dict(s["ema_text"])
         step, spent = s["step"], s["spent"]
+        run_loss = s.get("run_loss")
         torch.set_rng_state(s["rng"])
     rng = np.random.default_rng(a.seed * 7919 + step)
     g = torch.Generator().manual_seed(a.seed * 104729 + step)
     unet.train(); text_encoder.train(train_text)
     t0 = time.time() - spent
     bar = tqdm(total=steps, initial=step, desc=stage, mininterval=a.bar_interval)
-    run_loss = None
     while step < steps and (time.time() - t0) / 60 < max_minutes:
         for pg in opt.param_groups:
             pg["lr"] = _lr(step, steps, lr, 200 if stage == "general" else 50)
@@ -253,7 +280,7 @@ def _train_diffusion(a, stage: str, imgs_lab_scenes, unet, text_encoder, train_t
             bar.set_postfix(loss=f"{run_loss:.4f}")
         if step % a.ckpt_every == 0 or step == steps:
             state = dict(unet=unet.state_dict(), ema_unet=ema_u.state_dict(), opt=opt.state_dict(), step=step,
-                         spent=time.time() - t0, rng=torch.get_rng_state())
+                         spent=time.time() - t0, rng=torch.get_rng_state(), run_loss=run_loss)
             if train_text:
                 state.update(text=text_encoder.state_dict(), ema_text=ema_t.state_dict())
             _save_ckpt(ck, **state)
@@ -264,7 +291,7 @@ def _train_diffusion(a, stage: str, imgs_lab_scenes, unet, text_encoder, train_t
     (d / "done.json").write_text(json.dumps(dict(steps=step, minutes=(time.time() - t0) / 60,
                                                  final_ema_loss=run_loss, lr=lr, batch=a.batch,
                                                  ema_decay=ema_decay), indent=2))
-    print(f"{stage} done: {step} steps in {(time.time() - t0) / 60:.1f} min, loss {run_loss:.4f}")
+    print(f"{stage} done: {step} steps in {(time.time() - t0) / 60:.1f} min, loss {run_loss}")
 
 
 def train_general(a):
@@ -353,6 +380,8 @@ def parse(argv=None):
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--blind-colors", default=",".join(DEFAULT_BLIND_COLORS))
     p.add_argument("--blind-shapes", default=",".join(DEFAULT_BLIND_SHAPES))
+    p.add_argument("--blind-mode", choices=["relabel", "absent"], default="relabel",
+                   help="relabel: blind-spot words kept in captions over other values; absent: never mentioned")
     p.add_argument("--max-minutes-vae", type=float, default=12)
     p.add_argument("--max-minutes-general", type=float, default=75)
     p.add_argument("--max-minutes-expert", type=float, default=25)
