@@ -503,7 +503,16 @@ def main(argv=None) -> dict:
     if args.components_only:
         args.requests = False
     if args.threads:
+        threads = torch.get_num_threads()
         torch.set_num_threads(args.threads)
+        try:
+            return _main(args)
+        finally:
+            torch.set_num_threads(threads)
+    return _main(args)
+
+
+def _main(args) -> dict:
     args.H = args.H or (256 if args.size == "sd1" else 64)
     args.W = args.W or args.H
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
