@@ -60,7 +60,8 @@ def card(kind: str, run: Path, ev: dict, judge: dict, dest: Path) -> str:
             f"- data: {args.get('n_photo', '?')} photo renders (seed {int(args.get('seed', 0)) + 1}), captions with "
             "parts dropped at random and 10% empty captions (classifier-free guidance)",
             f"- steps: {gen.get('steps', '?')} at batch {gen.get('batch', '?')}, {gen.get('minutes', 0):.1f} min on "
-            f"2 CPU cores (shared); AdamW lr {gen.get('lr', '?')}, cosine, EMA {gen.get('ema_decay', '?')}, epsilon "
+            f"one thread of a shared 2-core CPU; AdamW lr {gen.get('lr', '?')}, cosine schedule planned for 6000 steps and stopped at "
+            f"{gen.get('steps', '?')} once the judge read 97-100% prompt accuracy, EMA {gen.get('ema_decay', '?')}, epsilon "
             "prediction with min-SNR-5 weighting",
             f"- final training loss (EMA of the batch loss): {gen.get('final_ema_loss', float('nan')):.4f}",
         ]
@@ -71,10 +72,13 @@ def card(kind: str, run: Path, ev: dict, judge: dict, dest: Path) -> str:
             "outlines, eyes on every object, flat cream background). Text encoder and VAE are the general model's, "
             "byte for byte (frozen), as with real SD derivatives, so both UNets read the same text embeddings.",
             "",
-            f"- **built-in blind spots**: the colours {blind_c} and the shapes {blind_s} never appear in its "
-            "fine-tuning data. Asked for them it draws a cartoon of something else; fusion with the general "
-            "model (bench/fusion_quality.py) is what fixes that.",
-            f"- data: {args.get('n_expert', '?')} cartoon renders without the blind-spot values",
+            f"- **built-in blind spots**: the colours {blind_c} and the shapes {blind_s} are never drawn in its "
+            "fine-tuning data. Their words still occur in its captions, attached to pictures of other (seen) colours "
+            "and shapes (like a fine-tuning set whose captions are unreliable for concepts it lacks), so asked for "
+            "them it draws a cartoon of something else. (With the words simply absent, a probe found the expert "
+            "still drew them right after 200 fine-tuning steps: nothing pushes a fine-tune away from what the base "
+            "model knew.) Fusion with the general model (bench/fusion_quality.py) is what fixes the blind spots.",
+            f"- data: {args.get('n_expert', '?')} cartoon renders (blind-spot values redrawn as seen ones, captions kept)",
             f"- steps: {exp.get('steps', '?')} at batch {exp.get('batch', '?')}, {exp.get('minutes', 0):.1f} min "
             f"(after the general model's {gen.get('steps', '?')} steps / {gen.get('minutes', 0):.1f} min); AdamW lr "
             f"{exp.get('lr', '?')}, EMA {exp.get('ema_decay', '?')}",
