@@ -202,7 +202,8 @@ def test_selection_string_and_sliders(app):
 
 
 def test_model_geometry_follows_primary(app, models):
-    _, client, _ = app
+    _, _, url = app
+    client = Client(url, verbose=False)  # own session: the narrowed size bounds stay in it
     h, w = client.predict(models["general"], models["expert"], "", "", "general", api_name="/model_geometry")
     assert h["value"] == w["value"] == 16 and h["step"] == 4
 
@@ -258,7 +259,8 @@ def test_defaults_are_the_toy_models(app):
     from gradio_client.exceptions import AppError
 
     from studio.models import toy_models_present
-    _, client, _ = app
+    _, _, url = app
+    client = Client(url, verbose=False)
     if not toy_models_present():
         with pytest.raises(AppError, match="toy models are missing"):
             client.predict(api_name="/fuse", steps=4)
