@@ -97,7 +97,7 @@ def contact_sheet(rows, path, cell=96):
     H = head + cell * len(rows)
     W = label_w + 4 * cell
     sheet = np.full((H, W, 3), 255, np.uint8)
-    for j, name in enumerate(("general", "expert", "fused", "mask (from expert)")):
+    for j, name in enumerate(("general", "expert", "fused", "mask: secondary")):
         cv2.putText(sheet, name, (label_w + j * cell + 3, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
                     cv2.LINE_AA)
     for i, (label, imgs, mask) in enumerate(rows):
@@ -249,7 +249,10 @@ def main(argv=None):
         (out / "fusion_quality.json").write_text(json.dumps(dict(
             summary=summary, by_family=fams, seconds_per_image=secs, settings=settings,
             n_prompts=len(items), seeds=seeds, samples_per_seed=n_samples, models=[a.model0, a.model1], judge=a.judge,
-            date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), threads=a.threads), indent=2))
+            date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), threads=a.threads,
+            contact_sheet="rows: first sample of each prompt; columns general / expert / fused / mask, the mean over "
+                          "the SNB steps of M (1 = the secondary model's noise was used; with the expert as primary "
+                          "the secondary is the general model)"), indent=2))
         contact_sheet(rows, out / "fusion_quality.png")
         print(f"wrote {out}/fusion_quality.csv, .json, .png")
     return summary
@@ -258,7 +261,8 @@ def main(argv=None):
 def tune(pipe, judge, spec, grid_text=""):
     """Grid of fusion settings on the development seeds (never the benchmark's), fused arm only.
     grid_text: "primary:mode:v1,kg,ke;..." (default: a coarse grid over roles, modes and v1)."""
-    grid = [dict(primary=g.split(":")[0], mode=int(g.split(":")[1]), fusion_selection=g.split(":")[2])
+    grid = [dict(primary=g.split(":")[0], mode=int(g.split(":")[1]), fusion_selection=g.split(":")[2],
+                 **({"guidance_scale": float(g.split(":")[3])} if len(g.split(":")) > 3 else {}))
             for g in grid_text.split(";") if g] or [dict(primary=pr, mode=m, fusion_selection=f"{v1},1,1")
             for pr, m, v1s in (("expert", 2, (500, 700, 850)), ("general", 1, (600, 800, 900)),
                                ("general", 2, (600,)))
@@ -274,7 +278,7 @@ def tune(pipe, judge, spec, grid_text=""):
             r = [x for x in recs if x["family"] == f]
             cells.append(f"{f}: {np.mean([x['joint'] for x in r]):.2f} "
                          f"({np.mean([x['prompt_ok'] for x in r]):.2f},{np.mean([x['cartoon'] for x in r]):.2f})")
-        print(f"{g['primary']:8s} mode {g['mode']} {g['fusion_selection']:9s} | " + " | ".join(cells), flush=True)
+        print(f"{g['primary']:8s} mode {g['mode']} {g['fusion_selection']:9s} scale {g.get('guidance_scale', '-')} | " + " | ".join(cells), flush=True)
 
 
 if __name__ == "__main__":
