@@ -166,6 +166,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         try:
             sd = torch.load(str(path), map_location="cpu", weights_only=True, mmap=_is_zip(path))
         except pickle.UnpicklingError as e:
+            if "global" not in str(e).lower():  # not a refused callable: just not a pickle of tensors
+                raise ModelLoadError(
+                    f"{path}: refused to load: not a readable checkpoint of plain tensors (corrupt, or a pickle "
+                    f"the safe loader cannot read); nothing in it was executed") from None
             raise ModelLoadError(
                 f"{path}: refused to load. This checkpoint is a pickle that asks to run code or build "
                 f"objects other than tensors, which could execute arbitrary code; it was not executed. "

@@ -223,8 +223,8 @@ class FusionPipeline:
                 raise ValueError(f"seed must be an integer in 0..2^63-1, got {seed!r}")
         primary, _ = self.roles(s.primary)
         f = primary.vae_scale_factor
-        h = s.height or primary.native_size
-        w = s.width or primary.native_size
+        h = primary.native_size if s.height is None else s.height
+        w = primary.native_size if s.width is None else s.width
         for label, v in (("height", h), ("width", w)):
             if not isinstance(v, (int, np.integer)) or v < f or v % f:
                 raise ValueError(f"{label} must be a positive multiple of the VAE factor {f} "

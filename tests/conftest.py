@@ -9,6 +9,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 
 import torch  # noqa: E402
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# one thread: on a shared 2-core machine two torch threads are many times slower
+torch.set_num_threads(1)
 
 from tests.fusion_fixtures import tiny_dirs, tiny_pipe  # noqa: E402,F401  (shared fixtures)
