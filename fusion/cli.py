@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weights dtype: auto = fp16 on CUDA, fp32 on CPU")
     p.add_argument("--batch_trajectories", action="store_true",
                    help="one UNet call per model per step for all three runs (faster on GPUs)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: 1 on machines with <= 2 CPUs, where more threads thrash)")
     p.add_argument("--overwrite", action="store_true", help="replace files that already exist in --outdir")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -189,6 +191,8 @@ def _run(args) -> int:
     from .loading import default_device, default_dtype
     from .pipeline import FusionPipeline, FusionSettings, to_uint8
 
+    if args.threads is not None or (os.cpu_count() or 1) <= 2:
+        torch.set_num_threads(max(1, args.threads or 1))
     device = torch.device(args.device) if args.device else default_device()
     dtype = {"auto": default_dtype(device), "fp32": torch.float32, "fp16": torch.float16,
              "bf16": torch.bfloat16}[args.precision]
