@@ -189,7 +189,7 @@ def _latents(a, name, imgs):
     """Posterior mean and std of every image (cached)."""
     path = a.out / "data" / f"lat_{name}_{len(imgs)}.pt"
     if path.exists():
-        return torch.load(path)
+        return torch.load(path, weights_only=True)
     vae = _load_vae(a)
     mus, sds = [], []
     with torch.no_grad():
