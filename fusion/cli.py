@@ -193,6 +193,8 @@ def _run(args) -> int:
 
     if args.threads is not None or (os.cpu_count() or 1) <= 2:
         torch.set_num_threads(max(1, args.threads or 1))
+    from diffusers.utils import logging as diffusers_logging
+    diffusers_logging.set_verbosity_error()  # no per-module casting notices in the CLI's output
     device = torch.device(args.device) if args.device else default_device()
     dtype = {"auto": default_dtype(device), "fp32": torch.float32, "fp16": torch.float16,
              "bf16": torch.bfloat16}[args.precision]
