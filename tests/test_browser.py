@@ -4,8 +4,9 @@ slider and saves a screenshot.
 
 Skips with the reason when Playwright or a Chromium binary is missing (install Chromium with
 ``apt-get install -y chromium``; never ``playwright install``, which downloads browsers).
-With the trained toy models present the screenshot goes to docs/screenshots/fusion_tab.png
-(override with STUDIO_SCREENSHOT); with the tiny random stand-in models to the test's tmp dir.
+With the trained toy models present the screenshot goes to outputs/screenshots/fusion_tab.png
+(untracked; set STUDIO_SCREENSHOT=docs/screenshots/fusion_tab.png to refresh the committed one);
+with the tiny random stand-in models to the test's tmp dir.
 """
 from __future__ import annotations
 
@@ -78,7 +79,7 @@ def _set_number(page, elem_id: str, value) -> None:
 
 def test_fusion_example_in_a_real_browser(served, tmp_path):
     shot = Path(os.environ.get("STUDIO_SCREENSHOT") or
-                (ROOT / "docs" / "screenshots" / "fusion_tab.png" if served["toy"] else tmp_path / "fusion_tab.png"))
+                (ROOT / "outputs" / "screenshots" / "fusion_tab.png" if served["toy"] else tmp_path / "fusion_tab.png"))
     shot.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with sync_playwright() as p:
