@@ -6,19 +6,12 @@ from mccstn import CheckpointError, MccSTN
 from mccstn.checkpoint import (OFFICIAL_FILES, find_weights, load_encoder_init, read_safetensors,
                                save_safetensors, torchvision_vgg19_to_encoder)
 from tests.test_mccstn_common import single_thread, link_weights, load_png, parity_model, parity_weights
+from tests.test_mccstn_common import weights  # noqa: F401  (shared fixture)
 
 
 @pytest.fixture(autouse=True)
 def _one_thread():
     yield from single_thread()
-
-
-@pytest.fixture(scope="module")
-def weights():
-    folder, why = parity_weights()
-    if folder is None:
-        pytest.skip(why)
-    return folder
 
 
 def _tampered(tmp_path, weights, fname, edit):

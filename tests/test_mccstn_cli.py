@@ -8,19 +8,12 @@ from PIL import Image
 
 from mccstn.cli import main
 from tests.test_mccstn_common import PARITY_DIR, parity_weights, single_thread
+from tests.test_mccstn_common import weights  # noqa: F401  (shared fixture)
 
 
 @pytest.fixture(autouse=True)
 def _one_thread():
     yield from single_thread()
-
-
-@pytest.fixture(scope="module")
-def weights():
-    folder, why = parity_weights()
-    if folder is None:
-        pytest.skip(why)
-    return folder
 
 
 @pytest.fixture()

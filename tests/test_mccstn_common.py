@@ -81,3 +81,22 @@ def link_weights(dst: Path, skip: tuple[str, ...] = ()) -> Path:
         if f not in skip:
             os.symlink(src / f, dst / f)
     return dst
+
+
+# ---- fixtures shared by the MccSTN test files (imported there by name) -------------------------
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def weights():
+    """The regenerated parity weights folder (skips with the reason when they can't be made)."""
+    folder, why = parity_weights()
+    if folder is None:
+        pytest.skip(why)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model(weights):
+    """The MccSTN network loaded from the parity weights."""
+    return parity_model()

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tests.test_mccstn_common import single_thread, PARITY_DIR, load_png, parity_model, parity_weights
+from tests.test_mccstn_common import model, weights  # noqa: F401  (shared fixtures)
 
 CASE = "A_alpha1.0"
 # tolerances from the parity README
@@ -16,14 +17,6 @@ TOL = {"out": 2e-4, "inter.content.relu5_1": 1e-4, "inter.style.relu5_1": 1e-4,
 @pytest.fixture(autouse=True)
 def _one_thread():
     yield from single_thread()
-
-
-@pytest.fixture(scope="module")
-def model():
-    folder, why = parity_weights()
-    if folder is None:
-        pytest.skip(why)
-    return parity_model()
 
 
 def test_parity_vector(model):

@@ -6,19 +6,12 @@ from PIL import Image
 from mccstn.network import discriminator_size_problem, encoder_size_problem
 from mccstn.stylize import coral, pil_to_tensor, resize_long_side
 from tests.test_mccstn_common import load_png, parity_model, parity_weights, single_thread
+from tests.test_mccstn_common import model, weights  # noqa: F401  (shared fixtures)
 
 
 @pytest.fixture(autouse=True)
 def _one_thread():
     yield from single_thread()
-
-
-@pytest.fixture(scope="module")
-def model():
-    folder, why = parity_weights()
-    if folder is None:
-        pytest.skip(why)
-    return parity_model()
 
 
 @pytest.fixture(scope="module")
