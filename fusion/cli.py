@@ -90,6 +90,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: the most seeds one run accepts (--seed values x --n_iter); each seed is one batch of images
+MAX_SEEDS = 1000
+
+
+def _seeds(given: list[int], n_iter: int) -> list[int]:
+    """The run's seeds, checked before any list is built: at most MAX_SEEDS, each in 0..2^63-1."""
+    from .textparse import quote
+    if n_iter < 1:
+        raise ValueError(f"--n_iter must be >= 1, got {n_iter}")
+    if len(given) * n_iter > MAX_SEEDS:
+        raise ValueError(f"--seed x --n_iter: at most {MAX_SEEDS} seeds per run, got {len(given)} x {n_iter}")
+    bad = [s for s in given if not 0 <= s <= 2 ** 63 - n_iter]
+    if bad:
+        raise ValueError(f"--seed must be in 0..2^63-1 (with --n_iter added), got {quote(str(bad[0]))}")
+    return [s + k for s in given for k in range(n_iter)]
+
+
 def output_dirs(outdir: Path, mode: int, expert_primary: bool) -> dict[str, Path]:
     return {"general": outdir / "general_model_0", "expert": outdir / "expert_model_0",
             "fused": outdir / f"fusion_{'eg' if expert_primary else 'ge'}_{mode}"}
@@ -171,9 +188,7 @@ def _run(args) -> int:
             raise ValueError(f"--{flag}: {path} is not a model: expected a diffusers folder "
                              f"(model_index.json) or a .safetensors/.ckpt file")
     pairs = _read_prompts(args)
-    seeds = [s + k for s in args.seed for k in range(args.n_iter)]
-    if any(s < 0 for s in seeds):
-        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    seeds = _seeds(args.seed, args.n_iter)
     which = tuple(args.only) if args.only else ("general", "expert", "fused")
     outdir = Path(args.outdir)
     names = [f"seed_{seed}_{sel.slug}" for seed in seeds]

@@ -13,8 +13,9 @@ mode    t > v1 (early, noisy steps)  t <= v1 (late steps)
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
+
+from .textparse import MAX_FIELD_CHARS, parse_number, quote
 
 __all__ = ["MODES", "MODE_HELP", "FusionSelection", "parse_fusion_selection", "check_mode", "uses_snb"]
 
@@ -25,8 +26,9 @@ MODE_HELP = {
     2: "2: SNB while t > v1 (early, noisy steps), then the primary alone for t <= v1",
 }
 
-_NUMBER = r"\s*[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\s*"
-_SELECTION = re.compile(rf"^{_NUMBER},{_NUMBER},{_NUMBER}$")
+#: the largest kg/ke accepted: beyond it the softmax of the saliency is a hard argmax already
+#: (the reference's recipes use 1..3), and 1e308 overflows to a mask that is the primary alone
+MAX_SHARPNESS = 100.0
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,9 @@ class FusionSelection:
             raise ValueError(f"fusion_selection: v1 must be in 0..1000, got {self.v1}")
         for name in ("kg", "ke"):
             value = float(getattr(self, name))
-            if not math.isfinite(value) or value <= 0:
-                raise ValueError(f"fusion_selection: {name} must be a finite number > 0, got {getattr(self, name)!r}")
+            if not math.isfinite(value) or not 0 < value <= MAX_SHARPNESS:
+                raise ValueError(f"fusion_selection: {name} must be a finite number > 0 and <= {_fmt(MAX_SHARPNESS)}, "
+                                 f"got {quote(getattr(self, name))}")
         object.__setattr__(self, "v1", int(self.v1))
         object.__setattr__(self, "kg", float(self.kg))
         object.__setattr__(self, "ke", float(self.ke))
@@ -72,13 +75,20 @@ def parse_fusion_selection(text: str | FusionSelection) -> FusionSelection:
     """Parse "v1,kg,ke" (e.g. "600,1,1"); a clear ValueError names the accepted form."""
     if isinstance(text, FusionSelection):
         return text
-    if not isinstance(text, str) or not _SELECTION.match(text):
-        raise ValueError(
-            f"fusion_selection must be three comma-separated numbers 'v1,kg,ke' "
-            f"(v1 an integer timestep 0..1000, kg > 0, ke > 0), e.g. '600,1,1'; got {text!r}")
-    v1, kg, ke = (float(p) for p in text.split(","))
+    accepted = (f"fusion_selection must be three comma-separated numbers 'v1,kg,ke' (v1 an integer timestep "
+                f"0..1000, kg and ke in (0, {_fmt(MAX_SHARPNESS)}]), e.g. '600,1,1'")
+    if not isinstance(text, str) or len(text) > MAX_FIELD_CHARS:
+        what = f"{len(text)} characters" if isinstance(text, str) else type(text).__name__
+        raise ValueError(f"{accepted}; got {what} ({quote(text)})")
+    parts = text.split(",")
+    if len(parts) != 3:
+        raise ValueError(f"{accepted}; got {quote(text)}")
+    try:
+        v1, kg, ke = (parse_number(p, "fusion_selection") for p in parts)
+    except ValueError:
+        raise ValueError(f"{accepted}; got {quote(text)}") from None
     if not v1.is_integer():
-        raise ValueError(f"fusion_selection: v1 must be an integer timestep in 0..1000, got {text.split(',')[0].strip()!r}")
+        raise ValueError(f"fusion_selection: v1 must be an integer timestep in 0..1000, got {quote(parts[0].strip())}")
     return FusionSelection(int(v1), kg, ke, text=text.replace(" ", ""))
 
 

@@ -102,28 +102,25 @@ def parse_layers(spec, unet: torch.nn.Module) -> tuple[int, ...]:
         return default_layer_indices(unet)
     if isinstance(spec, str) and spec.strip().lower() == "all":
         return tuple(usable)
+    from fusion.textparse import MAX_FIELD_CHARS, parse_index_ranges, quote
+    top = max((l.index for l in layers), default=0)
     idx: list[int] = []
     try:
         if isinstance(spec, str):
-            for part in spec.replace(" ", "").split(","):
-                if not part:
-                    continue
-                if "-" in part[1:]:
-                    a, b = part.split("-", 1) if not part.startswith("-") else (part, "")
-                    lo, hi = int(a), int(b)
-                    if hi < lo:
-                        raise ValueError
-                    idx.extend(range(lo, hi + 1))
-                else:
-                    idx.append(int(part))
+            # bounds are checked before a range is expanded: "0-10000000" is refused at once
+            idx = parse_index_ranges(spec.replace(" ", ""), "layers", 0, top)
         elif isinstance(spec, int):
             idx = [spec]
         else:
+            if len(spec) > MAX_FIELD_CHARS:
+                raise ValueError(f"layers: at most {MAX_FIELD_CHARS} positions, got {len(spec)}")
             idx = [int(i) for i in spec]
             if any(not float(i).is_integer() for i in spec):
-                raise ValueError
-    except (TypeError, ValueError):
-        raise ValueError(f"layers: cannot read {spec!r}; {accepted}") from None
+                raise ValueError(f"layers: not whole numbers: {quote(str(list(spec)))}")
+    except (TypeError, ValueError) as e:
+        reason = str(e) if isinstance(e, ValueError) and str(e).startswith("layers:") else \
+            f"layers: cannot read {quote(spec if isinstance(spec, str) else str(spec))}"
+        raise ValueError(f"{reason}; {accepted}") from None
     bad = sorted({i for i in idx if i not in usable})
     if bad or not idx:
         raise ValueError(f"layers: {bad or 'none given'} have no decoder self-attention; {accepted}")
