@@ -57,9 +57,11 @@ def build_app(config: StudioConfig | None = None, studio=None):
     from studio.models import (SIZE_LIMITS, TOY_EXPERT, TOY_GENERAL, discover, geometry, missing_toy_message,
                                toy_models_present)
     from studio.runtime import Studio
+    from studio.zerogpu import GpuCalls, load_spaces
 
     rt = studio or Studio(config)
     cfg = rt.config
+    calls = GpuCalls(rt, load_spaces())  # wrapped with spaces.GPU on a ZeroGPU Space only
     choices = discover(cfg.models_dir)
     choice_pairs = [(c.label, c.path) for c in choices]
     # the embedded toy models are the defaults even when missing: a request then says how to get them
@@ -89,7 +91,7 @@ def build_app(config: StudioConfig | None = None, studio=None):
         skip = gr.skip()
         progress(0, desc="loading models / waiting for a free slot")
         try:
-            for item in rt.fusion.stream(req, cancel):
+            for item in calls.fuse(req, cancel):
                 if hasattr(item, "trace"):
                     state = {"trace": item.trace, "fused": item.images["fused"]}
                     hp, hs, m, plot, caption = _panels(state, 0)
@@ -321,7 +323,7 @@ def build_app(config: StudioConfig | None = None, studio=None):
             prefix = f"{engine}_"
             opts = {k[len(prefix):]: v for k, v in controls.items() if k.startswith(prefix)}
             try:
-                out = rt.engines.stylize(engine, content, style, opts)
+                out = calls.stylize(engine, content, style, opts)
             except StudioError as e:
                 raise gr.Error(str(e), print_exception=False)
             return out, f"Done ({rt.engines.get(engine).label}, {out.width}x{out.height})."
@@ -331,6 +333,7 @@ def build_app(config: StudioConfig | None = None, studio=None):
         style_run.click(stylize, [content, style_img, engine], [stylized, style_status], api_name="stylize",
                         inputs_kwargs=control_inputs, concurrency_id="gpu", concurrency_limit=cfg.concurrency)
     demo.studio = rt
+    demo.gpu_calls = calls
     return demo
 
 
@@ -363,7 +366,11 @@ def launch(demo, cfg: StudioConfig, **kw):
 def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(argv)
     demo = build_app(cfg)
-    if cfg.preload:
+    if demo.gpu_calls.active:  # ZeroGPU: models load before launch, in this process (then packed)
+        from studio.models import TOY_EXPERT, TOY_GENERAL, toy_models_present
+        if toy_models_present():
+            demo.gpu_calls.preload([(TOY_GENERAL, TOY_EXPERT)])
+    elif cfg.preload:
         demo.studio.preload_in_background()
     launch(demo, cfg)
     return 0
