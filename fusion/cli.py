@@ -25,6 +25,7 @@ from PIL import Image
 
 from .loading import PROJECT_ROOT, ModelLoadError, is_model_source
 from .schedule import MODE_HELP, check_mode, parse_fusion_selection
+from .schedulers import SAMPLER_HELP, SAMPLERS
 
 TOY_GENERAL = PROJECT_ROOT / "assets" / "models" / "toy-general"
 TOY_EXPERT = PROJECT_ROOT / "assets" / "models" / "toy-cartoon"
@@ -67,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--own_uncond", action="store_true",
                    help="secondary saliency subtracts its own uncond noise (reference: the primary's)")
     p.add_argument("--ddim_steps", type=int, default=100, help="DDIM sampling steps")
+    p.add_argument("--sampler", choices=SAMPLERS, default="ddim",
+                   help="; ".join(f"{k}: {v}" for k, v in SAMPLER_HELP.items()) + " (--ddim_steps sets the steps of each)")
     p.add_argument("--ddim_eta", type=float, default=0.0, help="DDIM eta (only 0 is supported, as in the reference)")
     p.add_argument("--scale", type=float, default=10.0, help="classifier-free guidance scale")
     p.add_argument("--H", type=int, default=None, help="image height in pixels (default: the model's native size)")
@@ -216,7 +219,7 @@ def _run(args) -> int:
     pipe = FusionPipeline.from_paths(args.model0, args.model1, device=device, dtype=dtype, config_dir=args.config)
     settings = FusionSettings(
         fusion_selection=sel, mode=mode, primary="expert" if args.expert_primary else "general",
-        steps=args.ddim_steps, guidance_scale=args.scale, height=args.H, width=args.W,
+        steps=args.ddim_steps, sampler=args.sampler, guidance_scale=args.scale, height=args.H, width=args.W,
         n_samples=args.n_samples, negative_prompt=args.negative_prompt, prompt_routing=args.prompt_routing,
         own_uncond=args.own_uncond, trajectories=which, capture_saliency=False,
         batch_trajectories=args.batch_trajectories)

@@ -24,6 +24,7 @@ from .loading import (DiffusionModel, check_fusable, load_model, share_identical
 from .sampler import (SamplerStats, StepEvent, Trajectory, UNetDenoiser, alphas_cumprod, ddim_timesteps,
                       sample_trajectories)
 from .schedule import FusionSelection, check_mode, parse_fusion_selection
+from .schedulers import check_sampler, make_solver
 
 __all__ = ["FusionSettings", "SaliencyStep", "FusionResult", "FusionPipeline", "TRAJECTORIES",
            "to_uint8", "to_pil", "initial_noise"]
@@ -38,7 +39,9 @@ class FusionSettings:
     fusion_selection: "v1,kg,ke" (v1 a DDPM timestep 0..1000, kg/ke softmax sharpness > 0).
     mode: 0 primary alone; 1 primary alone for t > v1 then SNB; 2 SNB for t > v1 then primary.
     primary: "general" (model0, the reference's default) or "expert" (model1).
-    steps: DDIM steps (eta 0). guidance_scale: classifier-free guidance scale.
+    steps: sampling steps. sampler: "ddim" (eta 0, the reference) or one of
+        :data:`fusion.schedulers.SAMPLERS` ("dpmpp_2m", "dpmpp_2m_karras", "unipc", "euler").
+    guidance_scale: classifier-free guidance scale.
     height/width: image size in pixels; None = the primary UNet's native size. Must be a multiple
         of the VAE factor.
     n_samples: images per seed (one batch). negative_prompt: the "unconditional" prompt ("" as in
@@ -57,6 +60,7 @@ class FusionSettings:
     mode: int = 2
     primary: str = "general"
     steps: int = 100
+    sampler: str = "ddim"
     guidance_scale: float = 10.0
     height: int | None = None
     width: int | None = None
@@ -74,6 +78,7 @@ class FusionSettings:
         """A copy with parsed/normalised fields, or a ValueError naming the field."""
         sel = parse_fusion_selection(self.fusion_selection)
         mode = check_mode(self.mode)
+        check_sampler(self.sampler)
         if self.primary not in ("general", "expert"):
             raise ValueError(f"primary must be 'general' or 'expert', got {self.primary!r}")
         if self.prompt_routing not in ("role", "model"):
@@ -317,8 +322,10 @@ class FusionPipeline:
         s = self.check_inputs(prompt, prompt1, settings or FusionSettings(), list(seeds))
         primary, _ = self.roles(s.primary)
         trajectories = self.encode(prompt, prompt1, s)
-        timesteps = ddim_timesteps(s.steps, int(primary.scheduler_config.get("num_train_timesteps", 1000)),
-                                   int(primary.scheduler_config.get("steps_offset", 1)))
+        solver = make_solver(s.sampler, primary.scheduler_config, s.steps)
+        timesteps = solver.timesteps if solver is not None else ddim_timesteps(
+            s.steps, int(primary.scheduler_config.get("num_train_timesteps", 1000)),
+            int(primary.scheduler_config.get("steps_offset", 1)))
         alphas = alphas_cumprod(primary.scheduler_config)
         results = []
         for si, seed in enumerate(seeds):
@@ -336,7 +343,7 @@ class FusionPipeline:
 
             latents, stats = sample_trajectories(
                 trajectories, x_T, timesteps, alphas, s.guidance_scale, callback=on_step, cancel=cancel,
-                share=s.share, batch_trajectories=s.batch_trajectories)
+                share=s.share, batch_trajectories=s.batch_trajectories, solver=solver)
             images = self.decode(latents, s)
             results.append(FusionResult(seed=int(seed), settings=s, images=images, saliency=captured,
                                         stats=stats, seconds=time.perf_counter() - t0))

@@ -96,12 +96,24 @@ class UNetDenoiser:
         self.calls += 1
         self.rows += x.shape[0]
         self.timesteps.append(int(t))
-        tt = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
+        whole = float(t).is_integer()
+        tt = torch.full((x.shape[0],), int(t) if whole else float(t), device=x.device,
+                        dtype=torch.long if whole else torch.float32)
         out = self.unet(x, tt, encoder_hidden_states=context, return_dict=False)[0]
         if self.prediction_type == "v_prediction":
-            a = float(self.alphas[int(t)])
+            a = float(self.alphas[int(t)]) if whole else _alpha_between(self.alphas, float(t))
             out = a ** 0.5 * out + (1 - a) ** 0.5 * x
         return out
+
+
+def _alpha_between(alphas: torch.Tensor, t: float) -> float:
+    """alpha_cumprod at a fractional timestep: sigma = sqrt((1 - a) / a) interpolated linearly
+    in t, as diffusers' Euler scheduler places its sigmas."""
+    lo = int(t)
+    a0, a1 = float(alphas[lo]), float(alphas[min(lo + 1, len(alphas) - 1)])
+    s0, s1 = ((1 - a0) / a0) ** 0.5, ((1 - a1) / a1) ** 0.5
+    sigma = s0 + (t - lo) * (s1 - s0)
+    return 1.0 / (1.0 + sigma * sigma)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,6 +204,7 @@ def sample_trajectories(
     cancel=None,
     share: bool = True,
     batch_trajectories: bool = False,
+    solver=None,
 ) -> tuple[dict[str, torch.Tensor], SamplerStats]:
     """Run every trajectory from the same x_T with DDIM; return the final latents by name.
 
@@ -199,6 +212,8 @@ def sample_trajectories(
         once for all trajectories that need it; latents that stay equal stay one object.
     batch_trajectories: send every evaluation one denoiser needs at a step through it as one
         batch (fewer, larger calls: faster on GPUs; results equal up to float rounding).
+    solver: a :class:`fusion.schedulers.SchedulerSolver` to step with instead of DDIM (its
+        ``timesteps`` must be the ones given); None: DDIM.
     cancel: an object with ``is_set()`` (e.g. threading.Event) or a callable returning bool,
         checked before every step; raises :class:`Cancelled`.
     """
@@ -206,6 +221,11 @@ def sample_trajectories(
     if len(set(names)) != len(names):
         raise ValueError(f"trajectory names must be unique, got {names}")
     n = x_T.shape[0]
+    if solver is not None:
+        if list(timesteps) != list(solver.timesteps):
+            raise ValueError("timesteps must be the solver's timesteps")
+        solver.start(names)
+        x_T = solver.initial_latents(x_T)
     latents = {tr.name: x_T for tr in trajectories}  # one object: shared until they diverge
     denoisers = {}
     for tr in trajectories:
@@ -218,13 +238,15 @@ def sample_trajectories(
 
     for i, t in enumerate(timesteps):
         _check_cancel(cancel)
-        a_t = float(alphas[t])
-        a_prev = float(alphas[timesteps[i + 1]]) if i + 1 < total else float(alphas[0])
+        if solver is None:
+            a_t = float(alphas[t])
+            a_prev = float(alphas[timesteps[i + 1]]) if i + 1 < total else float(alphas[0])
+        inputs = latents if solver is None else solver.model_inputs(latents, i)
 
         # 1. which evaluations each trajectory needs: (denoiser, latent, uncond, cond)
         needs: dict[str, list[tuple]] = {}
         for tr in trajectories:
-            x = latents[tr.name]
+            x = inputs[tr.name]
             evals = [(tr.denoiser, x, tr.uncond, tr.cond)]
             if tr.needs_secondary(t):
                 evals.append((tr.secondary, x, tr.secondary_uncond, tr.secondary_cond))
@@ -261,8 +283,13 @@ def sample_trajectories(
                 ukey = (id(latents[tr.name]), key(evals[0]))
             if share and ukey in updates:
                 new_latents[tr.name], pred_x0[tr.name] = updates[ukey]
+                if solver is not None:
+                    solver.follow(tr.name, ukey)
                 continue
-            out = ddim_step(latents[tr.name], eps, a_t, a_prev)
+            if solver is None:
+                out = ddim_step(latents[tr.name], eps, a_t, a_prev)
+            else:
+                out = solver.step(tr.name, ukey if share else None, latents[tr.name], eps, i)
             updates[ukey] = out
             new_latents[tr.name], pred_x0[tr.name] = out
         latents = new_latents
