@@ -240,9 +240,13 @@ class FusionPipeline:
         return replace(s, height=int(h), width=int(w))
 
     # ---- stage 2 ------------------------------------------------------------------------------
-    def encode(self, prompt: str, prompt1: str, s: FusionSettings) -> list[Trajectory]:
-        """Text embeddings, each prompt encoded once per text encoder, as trajectories."""
-        memo: dict[tuple[int, str], torch.Tensor] = {}
+    def encode(self, prompt: str, prompt1: str, s: FusionSettings,
+               memo: dict | None = None) -> list[Trajectory]:
+        """Text embeddings, each prompt encoded once per text encoder, as trajectories.
+
+        ``memo``: a dict kept across calls (e.g. the cells of a sweep): equal prompts then give
+        the same embedding objects, so the sampler shares their evaluations across trajectories."""
+        memo = {} if memo is None else memo
 
         def emb(model: DiffusionModel, text: str) -> torch.Tensor:
             k = (id(model.text_encoder), text)
