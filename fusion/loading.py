@@ -27,6 +27,8 @@ import torch
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SD1_CONFIG_DIR = PROJECT_ROOT / "assets" / "configs" / "sd1"
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+#: CLIP position ids: a buffer some transformers versions save, rebuilt here (either layout)
+_POSITION_IDS = ("text_model.embeddings.position_ids", "embeddings.position_ids")
 
 #: DDIM settings equal to the LDM sampler (``ldm/models/diffusion/ddim.py``): the reference's.
 LDM_DDIM = dict(clip_sample=False, set_alpha_to_one=False, steps_offset=1)
@@ -205,12 +207,15 @@ def load_model(
     dtype: torch.dtype | None = None,
     config_dir: str | os.PathLike | None = None,
     name: str | None = None,
+    use_ema: bool = False,
 ) -> DiffusionModel:
     """Load a model from a diffusers folder or a single ``.safetensors``/``.ckpt`` file.
 
     ``config_dir`` (single files only) is a diffusers-layout folder of component configs and
-    the tokenizer; default: the shipped SD 1.x configs. ``device`` defaults to CUDA when
-    present, ``dtype`` to fp16 on CUDA and fp32 elsewhere.
+    the tokenizer; default: the shipped SD 1.x configs. ``use_ema`` (single files only): take
+    the UNet from the file's EMA copies (``model_ema.*``) instead of ``model.diffusion_model.*``
+    (default: the EMA copies are ignored). ``device`` defaults to CUDA when present, ``dtype``
+    to fp16 on CUDA and fp32 elsewhere.
     """
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or default_dtype(device)
@@ -220,7 +225,7 @@ def load_model(
     if path.is_dir():
         model = _load_folder(path)
     elif path.suffix in SINGLE_FILE_SUFFIXES:
-        model = _load_single_file(path, Path(config_dir) if config_dir else SD1_CONFIG_DIR)
+        model = _load_single_file(path, Path(config_dir) if config_dir else SD1_CONFIG_DIR, use_ema)
     else:
         raise ModelLoadError(
             f"{path}: not a model. Accepted: a diffusers folder (with model_index.json) or a single "
@@ -267,15 +272,20 @@ def _weights_file(sub: Path, stems: tuple[str, ...]) -> Path:
     raise ModelLoadError(f"{sub}: no weights file ({' or '.join(s + '.safetensors' for s in stems)})")
 
 
-def _build(cls, config: dict, state_dict: dict, where: str, ignore: tuple[str, ...] = ()) -> torch.nn.Module:
-    """Instantiate ``cls`` on the meta device and assign ``state_dict`` strictly."""
+def _build(cls, config: dict, state_dict: dict, where: str, ignore: tuple[str, ...] = (),
+           fit_keys: Callable[[dict, set], dict] | None = None) -> torch.nn.Module:
+    """Instantiate ``cls`` on the meta device and assign ``state_dict`` strictly.
+    ``fit_keys(state_dict, expected_names)``: renames the file's keys to the module's own layout
+    first (e.g. the two CLIPTextModel layouts)."""
     with torch.device("meta"):
         if hasattr(cls, "from_config"):
             module = cls.from_config(config)
         else:
             module = cls(config)
-    state_dict = {k: v for k, v in state_dict.items() if k not in ignore}
     expected = module.state_dict()
+    if fit_keys is not None:
+        state_dict = fit_keys(state_dict, set(expected))
+    state_dict = {k: v for k, v in state_dict.items() if k not in ignore}
     missing = [k for k in expected if k not in state_dict and k not in ignore]
     unexpected = [k for k in state_dict if k not in expected]
     bad_shape = [f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
@@ -320,8 +330,9 @@ def _load_component(folder: Path, sub: str, cls, stems: tuple[str, ...]) -> torc
     if sub == "text_encoder":
         from transformers import CLIPTextConfig
         config = CLIPTextConfig(**{k: v for k, v in config.items() if not k.startswith("_")})
+        from fusion.single_file import fit_text_encoder_keys
         sd = {k: v for k, v in sd.items() if not k.endswith("position_ids")}
-        return _build(cls, config, sd, str(wpath), ignore=("text_model.embeddings.position_ids",))
+        return _build(cls, config, sd, str(wpath), ignore=_POSITION_IDS, fit_keys=fit_text_encoder_keys)
     return _build(cls, config, sd, str(wpath))
 
 
@@ -341,55 +352,21 @@ def _load_folder(folder: Path) -> DiffusionModel:
                           scheduler_config=_scheduler_config(folder))
 
 
-def convert_ldm_state_dict(sd: dict[str, torch.Tensor], config_dir: Path, where: str = "checkpoint"):
-    """Split an LDM-layout SD 1.x state dict into diffusers UNet, VAE and CLIP text-encoder state
-    dicts (diffusers' converters), with the component configs read from ``config_dir``.
-    Returns ``(unet_cfg, unet_sd, vae_cfg, vae_sd, te_cfg, te_sd)``."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from diffusers.loaders.single_file_utils import (
-        convert_ldm_clip_checkpoint, convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint)
-    from transformers import CLIPTextConfig
-
-    if not config_dir.is_dir():
-        raise ModelLoadError(f"config folder not found: {config_dir}")
-    if not any(k.startswith("model.diffusion_model.") for k in sd):
-        raise ModelLoadError(
-            f"{where}: not an SD 1.x-family single-file checkpoint (no 'model.diffusion_model.*' UNet "
-            f"keys); found e.g. {list(sd)[:3]}")
-    if any(k.startswith("conditioner.embedders") or k.startswith("cond_stage_model.model.") for k in sd):
-        raise ModelLoadError(
-            f"{where}: looks like an SD 2.x/SDXL checkpoint (OpenCLIP text encoder); only the SD 1.x "
-            f"family (CLIP ViT-L/14 text encoder) is supported")
-    unet_cfg = UNet2DConditionModel.load_config(str(config_dir / "unet"))
-    vae_cfg = AutoencoderKL.load_config(str(config_dir / "vae"))
-    te_cfg = CLIPTextConfig(**{k: v for k, v in _read_json(config_dir / "text_encoder" / "config.json").items()
-                               if not k.startswith("_")})
-    try:
-        unet_sd = convert_ldm_unet_checkpoint(sd, unet_cfg)
-        vae_sd = convert_ldm_vae_checkpoint(sd, vae_cfg)
-        te_sd = convert_ldm_clip_checkpoint(sd)
-    except (KeyError, IndexError, RuntimeError, ValueError) as e:
-        raise ModelLoadError(f"{where}: could not convert the LDM key layout with configs from "
-                             f"{config_dir} ({type(e).__name__}: {e})") from None
-    if not te_sd:
-        raise ModelLoadError(f"{where}: no CLIP text encoder (cond_stage_model.transformer.*) in the checkpoint")
-    te_sd = {k: v for k, v in te_sd.items() if not k.endswith("position_ids")}
-    return unet_cfg, unet_sd, vae_cfg, vae_sd, te_cfg, te_sd
-
-
-def _load_single_file(path: Path, config_dir: Path) -> DiffusionModel:
+def _load_single_file(path: Path, config_dir: Path, use_ema: bool = False) -> DiffusionModel:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
+
+    from fusion.single_file import convert_ldm_state_dict, fit_text_encoder_keys
 
     if not config_dir.is_dir():
         raise ModelLoadError(f"config folder not found: {config_dir}")
     sd = read_state_dict(path)
-    unet_cfg, unet_sd, vae_cfg, vae_sd, te_cfg, te_sd = convert_ldm_state_dict(sd, config_dir, str(path))
+    unet_cfg, unet_sd, vae_cfg, vae_sd, te_cfg, te_sd = convert_ldm_state_dict(sd, config_dir, str(path), use_ema)
     del sd
     unet = _build(UNet2DConditionModel, unet_cfg, unet_sd, f"{path} (UNet, config {config_dir}/unet)")
     vae = _build(AutoencoderKL, vae_cfg, vae_sd, f"{path} (VAE, config {config_dir}/vae)")
-    text_encoder = _build(CLIPTextModel, te_cfg, te_sd, f"{path} (text encoder)",
-                          ignore=("text_model.embeddings.position_ids",))
+    text_encoder = _build(CLIPTextModel, te_cfg, te_sd, f"{path} (text encoder)", ignore=_POSITION_IDS,
+                          fit_keys=fit_text_encoder_keys)
     return DiffusionModel(name=path.stem, source=str(path), unet=unet, vae=vae, text_encoder=text_encoder,
                           tokenizer=_load_tokenizer(config_dir), scheduler_config=_scheduler_config(config_dir))
 

@@ -3,15 +3,17 @@
 Written for the tests from the LDM module structure (``openaimodel.UNetModel``,
 ``autoencoder.AutoencoderKL`` with ``model.Encoder/Decoder``, ``FrozenCLIPEmbedder``), as an
 independent path to check the loader, which goes the other way with diffusers' converters.
-Covers the block types the tiny test models and SD 1.x use.
+Covers the block types the tiny test models and SD 1.x use. The text-encoder names are those of
+the independent architecture description in ``tests/ldm_architecture.py`` (transformers-4
+``CLIPTextModel`` under ``cond_stage_model.transformer.text_model.``), never the installed
+transformers' own names; the tests check the UNet and VAE names against that description too.
 """
 from __future__ import annotations
 
 import torch
 
-UNET = "model.diffusion_model."
-VAE = "first_stage_model."
-CLIP = "cond_stage_model.transformer."
+from tests.ldm_architecture import (CLIP, SCHEDULE_BUFFERS, UNET, VAE, TextEncoderSettings, ema_name,
+                                    text_encoder_shapes)
 
 _RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
            "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
@@ -115,13 +117,49 @@ def vae_to_ldm(sd: dict[str, torch.Tensor], n_levels: int) -> dict[str, torch.Te
     return out
 
 
-def clip_to_ldm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {CLIP + k: v for k, v in sd.items()}
+def clip_to_ldm(text_encoder) -> dict[str, torch.Tensor]:
+    """The text encoder's tensors under the names a real SD 1.x file uses (from the
+    independent description), whatever layout the installed CLIPTextModel has."""
+    c = text_encoder.config
+    settings = TextEncoderSettings(vocab_size=c.vocab_size, hidden_size=c.hidden_size,
+                                   intermediate_size=c.intermediate_size, num_hidden_layers=c.num_hidden_layers,
+                                   max_position_embeddings=c.max_position_embeddings)
+    described = text_encoder_shapes(settings)
+    sd = {k: v for k, v in text_encoder.state_dict().items() if not k.endswith("position_ids")}
+    out, used = {}, set()
+    for name, shape in described.items():
+        bare = name[len(CLIP):]
+        if bare.endswith("position_ids"):
+            out[name] = torch.arange(shape[-1], dtype=torch.int64)[None]
+            continue
+        src = next((k for k in (bare, "text_model." + bare) if k in sd), None)
+        if src is None or tuple(sd[src].shape) != shape:
+            raise KeyError(f"described CLIP tensor {name} {shape} has no counterpart in the model")
+        out[name] = sd[src]
+        used.add(src)
+    if used != set(sd):
+        raise KeyError(f"model tensors outside the description: {sorted(set(sd) - used)[:3]}")
+    return out
 
 
 def model_to_ldm(unet, vae, text_encoder) -> dict[str, torch.Tensor]:
     sd = {}
     sd.update(unet_to_ldm(unet.state_dict(), unet.config.layers_per_block, len(unet.config.block_out_channels)))
     sd.update(vae_to_ldm(vae.state_dict(), len(vae.config.block_out_channels)))
-    sd.update(clip_to_ldm(text_encoder.state_dict()))
+    sd.update(clip_to_ldm(text_encoder))
     return {k: v.contiguous().clone() for k, v in sd.items()}
+
+
+def with_training_extras(sd: dict[str, torch.Tensor], ema_from: dict[str, torch.Tensor] | None = None,
+                         timesteps: int = 1000) -> dict[str, torch.Tensor]:
+    """Add what a real training checkpoint also holds: the DDPM schedule buffers and, when
+    ``ema_from`` (an LDM-layout state dict) is given, LitEma copies of its UNet tensors."""
+    out = dict(sd)
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, timesteps, dtype=torch.float64) ** 2
+    for name in SCHEDULE_BUFFERS:
+        out[name] = betas.float().clone()
+    if ema_from is not None:
+        out["model_ema.decay"] = torch.tensor(0.9999)
+        out["model_ema.num_updates"] = torch.tensor(1234, dtype=torch.int32)
+        out.update({ema_name(k): v.clone() for k, v in ema_from.items() if k.startswith(UNET)})
+    return out

@@ -6,8 +6,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from fusion.loading import (IncompatibleModelsError, ModelLoadError, SD1_CONFIG_DIR, check_fusable,
-                            convert_ldm_state_dict, load_model, share_identical_components)
+from fusion.loading import (IncompatibleModelsError, ModelLoadError, SD1_CONFIG_DIR, check_fusable, load_model,
+                            share_identical_components)
+from fusion.single_file import convert_ldm_state_dict, fit_text_encoder_keys
 from tests.ldm_layout import model_to_ldm
 
 
@@ -56,7 +57,35 @@ def test_sd1_key_layout_converts_with_the_shipped_configs():
     for module, converted in ((unet, unet_sd), (vae, vae_sd)):
         expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
         assert {k: tuple(v.shape) for k, v in converted.items()} == expected
-    assert set(te_sd) == {k for k in te.state_dict() if not k.endswith("position_ids")}
+    expected = {k for k in te.state_dict() if not k.endswith("position_ids")}
+    assert set(fit_text_encoder_keys(te_sd, expected)) == expected
+
+
+class LevelledCLIPTextModel(torch.nn.Module):
+    """A text encoder whose state dict has the ``text_model.`` level, as transformers 4's did."""
+
+    def __init__(self, config):
+        super().__init__()
+        from transformers import CLIPTextModel
+        inner = CLIPTextModel(config)
+        self.text_model = getattr(inner, "text_model", inner)  # the same under transformers 4 and 5
+        self.config = config
+
+
+@pytest.mark.parametrize("file_has_level", [True, False])
+@pytest.mark.parametrize("model_has_level", [True, False])
+def test_text_encoder_keys_fit_either_layout_of_file_and_model(tiny_dirs, file_has_level, model_has_level):
+    from fusion.loading import _build
+    from transformers import CLIPTextModel
+    ref = load_model(tiny_dirs["general"], device="cpu").text_encoder
+    bare = {k.removeprefix("text_model."): v for k, v in ref.state_dict().items() if not k.endswith("position_ids")}
+    sd = {("text_model." + k if file_has_level else k): v for k, v in bare.items()}
+    cls = LevelledCLIPTextModel if model_has_level else CLIPTextModel
+    te = _build(cls, ref.config, sd, "te.safetensors",
+                ignore=("text_model.embeddings.position_ids", "embeddings.position_ids"), fit_keys=fit_text_encoder_keys)
+    assert all(k.startswith("text_model.") == model_has_level for k in te.state_dict())
+    got = {k.removeprefix("text_model."): v for k, v in te.state_dict().items() if not k.endswith("position_ids")}
+    assert got.keys() == bare.keys() and all(torch.equal(got[k], bare[k]) for k in bare)
 
 
 def test_malicious_pickle_is_refused_and_never_executed(tmp_path):
