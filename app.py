@@ -34,6 +34,19 @@ def _session(request) -> str:
     return getattr(request, "session_hash", None) or "default"
 
 
+def _with_request(gr, fn):
+    """Make Gradio pass its ``gr.Request`` to ``fn``'s ``request`` parameter. Gradio finds that
+    parameter by resolving the type hints (``typing.get_type_hints``); under ``from __future__
+    import annotations`` the hint is the text "gr.Request" with ``gr`` a local of build_app, which
+    resolves to nothing, so no request came and every browser shared the "default" session
+    (one user's Stop cancelled another's run). The hints become the class itself."""
+    import inspect
+    if "request" not in inspect.signature(fn).parameters:
+        raise TypeError(f"{fn.__name__} has no 'request' parameter")
+    fn.__annotations__ = {"request": gr.Request}
+    return fn
+
+
 def _panels(state, k):
     """Saliency panels of captured step ``k`` from the state kept after a run."""
     if not state or not len(state["trace"]):
@@ -119,6 +132,8 @@ def build_app(config: StudioConfig | None = None, studio=None):
         """Cancel this session's running fusion (the sampler stops before its next step)."""
         stopped = rt.cancel(_session(request), "fuse")
         return "Stopped." if stopped else "Nothing was running."
+
+    fuse, stop = _with_request(gr, fuse), _with_request(gr, stop)
 
     def saliency_step(step, state):
         """Show captured step ``step`` of the last run (no model runs)."""
