@@ -27,6 +27,7 @@ from typing import Callable
 
 from .loading import PROJECT_ROOT, is_model_source
 from .schedule import MODE_HELP
+from .schedulers import SAMPLERS
 from .sweep_spec import MAX_CELLS_WITHOUT_CONFIRM, SweepAxes, SweepCell, SweepSpec
 from .sweep_store import GRID, SweepStore
 
@@ -147,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fused run's prompt routing (as in python -m fusion)")
     p.add_argument("--own_uncond", action="store_true", help="secondary saliency subtracts its own uncond noise")
     p.add_argument("--ddim_steps", type=int, default=100, help="DDIM sampling steps")
+    p.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="sampler (as in python -m fusion)")
     p.add_argument("--scale", type=float, default=10.0, help="classifier-free guidance scale")
     p.add_argument("--H", type=int, default=None, help="image height (default: the model's native size)")
     p.add_argument("--W", type=int, default=None, help="image width (default: the model's native size)")
@@ -187,7 +189,7 @@ def spec_from_args(args) -> SweepSpec:
 
     axes = SweepAxes.parse(v1=args.v1, kg=args.kg, ke=args.ke, mode=args.mode, primary=args.primary)
     prompt = _default_prompt() if args.prompt is None else args.prompt
-    spec = SweepSpec(prompt=prompt, prompt1=args.prompt1, seed=args.seed, axes=axes, steps=args.ddim_steps,
+    spec = SweepSpec(prompt=prompt, prompt1=args.prompt1, seed=args.seed, axes=axes, steps=args.ddim_steps, sampler=args.sampler,
                      guidance_scale=args.scale, height=args.H, width=args.W, n_samples=args.n_samples,
                      negative_prompt=args.negative_prompt, prompt_routing=args.prompt_routing,
                      own_uncond=args.own_uncond, model0=_check_model("model0", args.model0),

@@ -26,6 +26,7 @@ import torch
 
 from .pipeline import FusionPipeline, FusionSettings, to_uint8
 from .sampler import StepEvent, alphas_cumprod, ddim_timesteps, sample_trajectories
+from .schedulers import make_solver
 from .sweep_spec import SweepCell, SweepSpec
 
 __all__ = ["Chunk", "CellOutput", "ChunkOutput", "cell_settings", "plan_chunks", "run_chunk", "PipelineRecipe",
@@ -66,7 +67,7 @@ def cell_settings(spec: SweepSpec, cell: SweepCell, batch_trajectories: bool = F
     """The one-cell request: ``pipe(spec.prompt, spec.prompt1, cell_settings(...), seeds=[spec.seed])``
     gives the same fused image as the sweep's cell."""
     return FusionSettings(
-        fusion_selection=cell.selection, mode=cell.mode, primary=cell.primary, steps=spec.steps,
+        fusion_selection=cell.selection, mode=cell.mode, primary=cell.primary, steps=spec.steps, sampler=spec.sampler,
         guidance_scale=spec.guidance_scale, height=spec.height, width=spec.width, n_samples=spec.n_samples,
         negative_prompt=spec.negative_prompt, prompt_routing=spec.prompt_routing, own_uncond=spec.own_uncond,
         trajectories=("fused",), capture_saliency=False, batch_trajectories=batch_trajectories)
@@ -90,14 +91,18 @@ def plan_chunks(cells: Sequence[SweepCell], references: bool, max_cells: int = 6
 
 
 def _schedule(pipe: FusionPipeline, s: FusionSettings, seed: int):
+    """(timesteps, alphas, x_T, scheduler config) of the request, as ``FusionPipeline.__call__``."""
     primary, _ = pipe.roles(s.primary)
     cfg = primary.scheduler_config
-    timesteps = ddim_timesteps(s.steps, int(cfg.get("num_train_timesteps", 1000)), int(cfg.get("steps_offset", 1)))
-    return timesteps, alphas_cumprod(cfg), pipe.prepare_latents(seed, s)
+    solver = make_solver(s.sampler, cfg, s.steps)
+    timesteps = solver.timesteps if solver is not None else ddim_timesteps(
+        s.steps, int(cfg.get("num_train_timesteps", 1000)), int(cfg.get("steps_offset", 1)))
+    return list(timesteps), alphas_cumprod(cfg), pipe.prepare_latents(seed, s), cfg
 
 
 def _same_schedule(a, b) -> bool:
-    return a[0] == b[0] and torch.equal(a[1], b[1]) and a[2].shape == b[2].shape and torch.equal(a[2], b[2])
+    return (a[0] == b[0] and torch.equal(a[1], b[1]) and a[2].shape == b[2].shape and torch.equal(a[2], b[2])
+            and a[3] == b[3])
 
 
 @torch.no_grad()
@@ -133,7 +138,7 @@ def run_chunk(pipe: FusionPipeline, spec: SweepSpec, chunk: Chunk, cancel=None,
     share_steps: dict[str, int] = {}
     total = sum(len(sched[0]) for sched, _ in runs)
     done = 0
-    for (timesteps, alphas, x_T), group in runs:
+    for (timesteps, alphas, x_T, cfg), group in runs:
         trajectories = []
         for who, s in group:
             if who == "refs":
@@ -154,7 +159,8 @@ def run_chunk(pipe: FusionPipeline, spec: SweepSpec, chunk: Chunk, cancel=None,
 
         lat, stats = sample_trajectories(trajectories, x_T, timesteps, alphas, spec.guidance_scale,
                                          callback=on_step, cancel=cancel, share=True,
-                                         batch_trajectories=batch_trajectories)
+                                         batch_trajectories=batch_trajectories,
+                                         solver=make_solver(spec.sampler, cfg, spec.steps))
         latents.update(lat)
         for k, v in stats.calls.items():
             out.unet_calls[k] = out.unet_calls.get(k, 0) + v

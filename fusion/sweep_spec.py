@@ -162,7 +162,8 @@ class SweepSpec:
 
     prompt goes to the expert, prompt1 (default: prompt) to the general model, as in
     ``python -m fusion``. height/width None = the primary's native size. n_samples: images per
-    cell (one batch from ``seed``). Defaults as ``python -m fusion`` except n_samples (1).
+    cell (one batch from ``seed``). sampler: as ``FusionSettings.sampler``. Defaults as
+    ``python -m fusion`` except n_samples (1).
     """
 
     prompt: str
@@ -170,6 +171,7 @@ class SweepSpec:
     seed: int = 6854
     axes: SweepAxes = field(default_factory=SweepAxes)
     steps: int = 100
+    sampler: str = "ddim"
     guidance_scale: float = 10.0
     height: int | None = None
     width: int | None = None
@@ -194,6 +196,11 @@ class SweepSpec:
             raise ValueError(f"--seed must be an integer in 0..2^63-1, got {self.seed!r}")
         if not isinstance(self.steps, int) or not 1 <= self.steps <= 1000:
             raise ValueError(f"--ddim_steps must be an integer in 1..1000, got {self.steps!r}")
+        from .schedulers import check_sampler
+        try:
+            check_sampler(self.sampler)
+        except ValueError as e:
+            raise ValueError(f"--sampler: {e}") from None
         if not math.isfinite(float(self.guidance_scale)):
             raise ValueError(f"--scale must be a finite number, got {self.guidance_scale!r}")
         if not isinstance(self.n_samples, int) or self.n_samples < 1:

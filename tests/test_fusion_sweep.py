@@ -106,6 +106,16 @@ def test_every_cell_equals_its_one_cell_run(tiny_pipe, tiny_dirs):
         assert np.array_equal(out.references[r], to_uint8(ref.images[r]))
 
 
+def test_cells_with_another_sampler_equal_their_one_cell_runs(tiny_pipe, tiny_dirs):
+    spec = spec_for(tiny_dirs, v1="300,700", mode="1")
+    spec.sampler = "dpmpp_2m"
+    out = run_chunk(tiny_pipe, spec, Chunk(tuple(spec.axes.cells()), references=True))
+    for co in out.cells:
+        [alone] = tiny_pipe(PROMPT, PROMPT1, cell_settings(spec, co.cell), seeds=[SEED])
+        assert alone.settings.sampler == "dpmpp_2m"
+        assert np.array_equal(co.images, to_uint8(alone.images["fused"])), co.cell.name
+
+
 def test_mode1_prefix_is_computed_once_for_every_v1(tiny_pipe, tiny_dirs):
     v1s = (200, 500, 800)
     spec = spec_for(tiny_dirs, v1=",".join(map(str, v1s)), mode="1")
