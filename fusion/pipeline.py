@@ -21,8 +21,8 @@ import torch
 from PIL import Image
 
 from .loading import (DiffusionModel, check_fusable, load_model, share_identical_components)
-from .sampler import (SamplerStats, StepEvent, Trajectory, UNetDenoiser, alphas_cumprod, ddim_timesteps,
-                      sample_trajectories)
+from .sampler import (SamplerStats, StepEvent, Trajectory, UNetDenoiser, _check_cancel, alphas_cumprod,
+                      ddim_timesteps, sample_trajectories)
 from .schedule import FusionSelection, check_mode, parse_fusion_selection
 from .schedulers import check_sampler, make_solver
 
@@ -348,6 +348,7 @@ class FusionPipeline:
             latents, stats = sample_trajectories(
                 trajectories, x_T, timesteps, alphas, s.guidance_scale, callback=on_step, cancel=cancel,
                 share=s.share, batch_trajectories=s.batch_trajectories, solver=solver)
+            _check_cancel(cancel)  # a Stop during the last step skips the decode
             images = self.decode(latents, s)
             results.append(FusionResult(seed=int(seed), settings=s, images=images, saliency=captured,
                                         stats=stats, seconds=time.perf_counter() - t0))

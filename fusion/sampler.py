@@ -19,6 +19,7 @@ one step (all trajectories) goes through as one batch.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -78,7 +79,9 @@ def ddim_step(x: torch.Tensor, eps: torch.Tensor, a_t: float, a_prev: float) -> 
 class UNetDenoiser:
     """eps(x, t, context) from a diffusers UNet2DConditionModel; converts v-prediction to eps.
 
-    ``calls`` counts forward passes; ``rows`` counts batch rows (a CFG pass is 2n rows).
+    ``calls`` counts forward passes; ``rows`` counts batch rows (a CFG pass is 2n rows);
+    ``timesteps`` counts the passes per timestep (a Counter: bounded by the 1000 timesteps for
+    the life of a warm model, where a list grew on every call).
     """
 
     def __init__(self, unet: torch.nn.Module, alphas: torch.Tensor, prediction_type: str = "epsilon",
@@ -89,13 +92,13 @@ class UNetDenoiser:
         self.unet, self.alphas, self.prediction_type, self.name = unet, alphas, prediction_type, name
         self.calls = 0
         self.rows = 0
-        self.timesteps: list[int] = []
+        self.timesteps: Counter[int] = Counter()
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, t: int, context: torch.Tensor) -> torch.Tensor:
         self.calls += 1
         self.rows += x.shape[0]
-        self.timesteps.append(int(t))
+        self.timesteps[int(t)] += 1
         whole = float(t).is_integer()
         tt = torch.full((x.shape[0],), int(t) if whole else float(t), device=x.device,
                         dtype=torch.long if whole else torch.float32)
@@ -215,7 +218,8 @@ def sample_trajectories(
     solver: a :class:`fusion.schedulers.SchedulerSolver` to step with instead of DDIM (its
         ``timesteps`` must be the ones given); None: DDIM.
     cancel: an object with ``is_set()`` (e.g. threading.Event) or a callable returning bool,
-        checked before every step; raises :class:`Cancelled`.
+        checked before every UNet call (so a Stop takes effect within one call, not one step);
+        raises :class:`Cancelled`.
     """
     names = [tr.name for tr in trajectories]
     if len(set(names)) != len(names):
@@ -265,7 +269,7 @@ def sample_trajectories(
                     stats.shared += 1
                 else:
                     unique[k] = ev
-        results = _evaluate(list(unique.items()), t, n, batch_trajectories)
+        results = _evaluate(list(unique.items()), t, n, batch_trajectories, cancel)
 
         # 3. blend where fused, DDIM-update each trajectory (identical updates computed once)
         new_latents, pred_x0, snb_out, updates = {}, {}, {}, {}
@@ -304,11 +308,13 @@ def sample_trajectories(
     return latents, stats
 
 
-def _evaluate(items: list[tuple[tuple, tuple]], t: int, n: int, batch: bool) -> dict[tuple, tuple]:
-    """Run the unique evaluations; each returns (eps_uncond, eps_cond) for n samples."""
+def _evaluate(items: list[tuple[tuple, tuple]], t: int, n: int, batch: bool, cancel=None) -> dict[tuple, tuple]:
+    """Run the unique evaluations; each returns (eps_uncond, eps_cond) for n samples. ``cancel``
+    is checked before every UNet call."""
     out = {}
     if not batch:
         for k, (d, x, u, c) in items:
+            _check_cancel(cancel)
             e = d(torch.cat([x, x]), t, torch.cat([_expand(u, n), _expand(c, n)]))
             out[k] = (e[:n], e[n:])
         return out
@@ -327,6 +333,7 @@ def _evaluate(items: list[tuple[tuple, tuple]], t: int, n: int, batch: bool) -> 
                     rows[rk] = len(xs)
                     xs.append(x)
                     cs.append(_expand(e, n))
+        _check_cancel(cancel)
         eps = d(torch.cat(xs), t, torch.cat(cs))
         for k, (_, x, u, c) in group:
             iu, ic = rows[(id(x), id(u))], rows[(id(x), id(c))]

@@ -133,3 +133,54 @@ def test_cli_refuses_a_huge_seed_list_before_building_it(tiny_dirs, tmp_path, ca
     err = capsys.readouterr().err
     assert f"at most {MAX_SEEDS} seeds" in err and len(err) < SHORT_ERROR
     assert not any(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------------------------------------
+# finding 5 (Stop): honoured within one UNet call, and before decoding
+# ---------------------------------------------------------------------------------------------
+FAST_FUSION = dict(steps=6, n_samples=1, height=16, width=16, mode=2, fusion_selection="0,1,1")
+
+
+def test_stop_during_a_unet_call_starts_no_other_unet_call(tiny_pipe):
+    import threading
+
+    from fusion.pipeline import FusionSettings
+    from fusion.sampler import Cancelled
+    stop, calls = threading.Event(), {"all": 0, "after_stop": 0}
+
+    def pre(module, args):
+        calls["all"] += 1
+        calls["after_stop"] += stop.is_set()
+
+    def post(module, args, out):
+        if calls["all"] == 5:  # during step 2 (each step needs two or more UNet calls)
+            stop.set()
+
+    unets = {id(m.unet): m.unet for m in (tiny_pipe.model0, tiny_pipe.model1)}.values()
+    hooks = [h for u in unets for h in (u.register_forward_pre_hook(pre), u.register_forward_hook(post))]
+    try:
+        with pytest.raises(Cancelled):
+            tiny_pipe("a red circle", "a blue square", FusionSettings(**FAST_FUSION), seeds=[1], cancel=stop)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert calls["all"] == 5 and calls["after_stop"] == 0
+
+
+def test_stop_in_the_last_step_skips_the_decode(tiny_pipe, monkeypatch):
+    import threading
+
+    from fusion.pipeline import FusionSettings
+    from fusion.sampler import Cancelled
+    stop, decoded = threading.Event(), []
+    for m in (tiny_pipe.model0, tiny_pipe.model1):
+        monkeypatch.setattr(m.vae, "decode", lambda *a, **k: decoded.append(1))
+
+    def on_step(si, ev):
+        if ev.index == ev.total - 1:
+            stop.set()
+
+    with pytest.raises(Cancelled):
+        tiny_pipe("a red circle", "a blue square", FusionSettings(**FAST_FUSION), seeds=[1], callback=on_step,
+                  cancel=stop)
+    assert decoded == []
