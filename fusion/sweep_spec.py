@@ -11,11 +11,14 @@ import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from .schedule import FusionSelection, check_mode
+from .schedule import MAX_SHARPNESS, FusionSelection, check_mode
+from .textparse import check_length, quote
 
 __all__ = ["AXES", "MAX_CELLS_WITHOUT_CONFIRM", "SweepAxes", "SweepCell", "SweepSpec", "parse_axis",
            "format_number"]
 
+#: an axis text's longest form (every v1 timestep 0..1000 is 3,892 characters) and most values
+MAX_AXIS_CHARS, MAX_AXIS_VALUES = 8192, 1001
 #: the axes a sweep can vary, in cell order (the first varies slowest)
 AXES = ("v1", "kg", "ke", "mode", "primary")
 #: a sweep with more cells than this needs an explicit confirmation (``--yes``)
@@ -43,8 +46,8 @@ def _parse_sharpness(text: str):
         v = float(text)
     except ValueError:
         return None, "is not a number"
-    if not math.isfinite(v) or v <= 0:
-        return None, "is not a finite number > 0"
+    if not math.isfinite(v) or not 0 < v <= MAX_SHARPNESS:
+        return None, f"is not a finite number > 0 and <= {format_number(MAX_SHARPNESS)}"
     return v, None
 
 
@@ -68,12 +71,17 @@ def parse_axis(name: str, text) -> tuple:
     """One axis from a comma list ("400,600,800") or a sequence; ValueError names the axis."""
     if name not in _PARSERS:
         raise ValueError(f"unknown sweep axis {name!r} (axes: {', '.join(AXES)})")
-    items = [p.strip() for p in text.split(",")] if isinstance(text, str) else [str(p).strip() for p in text]
+    if isinstance(text, str):
+        items = [p.strip() for p in check_length(text, f"--{name}", MAX_AXIS_CHARS).split(",")]
+    else:
+        items = [str(p).strip()[:MAX_AXIS_CHARS] for p in itertools.islice(text, MAX_AXIS_VALUES + 1)]
+    if len(items) > MAX_AXIS_VALUES:
+        raise ValueError(f"--{name}: at most {MAX_AXIS_VALUES} values, got {len(items)}")
     if not any(items):
         example = {"v1": "400,600", "kg": "1", "ke": "1,3", "mode": "2", "primary": "general"}[name]
         raise ValueError(f"--{name}: the axis is empty; give at least one value (e.g. --{name} {example})")
     if not all(items):
-        raise ValueError(f"--{name}: an empty value in {text!r} (values are separated by single commas)")
+        raise ValueError(f"--{name}: an empty value in {quote(text)} (values are separated by single commas)")
     values = []
     for item in items:
         value, why = _PARSERS[name](item)

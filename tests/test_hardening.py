@@ -184,3 +184,15 @@ def test_stop_in_the_last_step_skips_the_decode(tiny_pipe, monkeypatch):
         tiny_pipe("a red circle", "a blue square", FusionSettings(**FAST_FUSION), seeds=[1], callback=on_step,
                   cancel=stop)
     assert decoded == []
+
+
+def test_sweep_axes_are_capped_and_quote_briefly():
+    from fusion.sweep_spec import parse_axis
+    text = ",".join(str(v) for v in range(10 ** 5))  # 488,889 characters
+    seconds, msg = _timed_error(parse_axis, "v1", text)
+    assert seconds < 0.05 and "at most" in msg and len(msg) < SHORT_ERROR
+    _, msg = _timed_error(parse_axis, "kg", range(10 ** 9))
+    assert "at most" in msg
+    _, msg = _timed_error(parse_axis, "kg", "1,1e308")
+    assert "1e308" in msg
+    assert parse_axis("ke", "1, 3") == (1.0, 3.0)
