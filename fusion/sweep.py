@@ -81,7 +81,8 @@ def run_sweep(spec: SweepSpec, out, executor, judge: bool = False, confirm_large
     todo = [c for c in cells if c not in done]
     from .sweep_exec import plan_chunks
 
-    chunks = plan_chunks(todo, not store.references_done(), max_cells=executor.max_cells)
+    size = executor.chunk_size(len(todo)) if hasattr(executor, "chunk_size") else executor.max_cells
+    chunks = plan_chunks(todo, not store.references_done(), max_cells=size)
     store.begin()
     report = SweepReport(Path(out), len(cells), len(todo), len(done))
     rows = dict(done)
@@ -189,8 +190,8 @@ def spec_from_args(args) -> SweepSpec:
 
     axes = SweepAxes.parse(v1=args.v1, kg=args.kg, ke=args.ke, mode=args.mode, primary=args.primary)
     prompt = _default_prompt() if args.prompt is None else args.prompt
-    spec = SweepSpec(prompt=prompt, prompt1=args.prompt1, seed=args.seed, axes=axes, steps=args.ddim_steps, sampler=args.sampler,
-                     guidance_scale=args.scale, height=args.H, width=args.W, n_samples=args.n_samples,
+    spec = SweepSpec(prompt=prompt, prompt1=args.prompt1, seed=args.seed, axes=axes, steps=args.ddim_steps,
+                     sampler=args.sampler, guidance_scale=args.scale, height=args.H, width=args.W, n_samples=args.n_samples,
                      negative_prompt=args.negative_prompt, prompt_routing=args.prompt_routing,
                      own_uncond=args.own_uncond, model0=_check_model("model0", args.model0),
                      model1=_check_model("model1", args.model1), config=args.config)
@@ -229,7 +230,8 @@ def _run(args) -> int:
     if args.ray:
         from .sweep_ray import RayExecutor
         executor = RayExecutor(recipe, address=args.ray, workers=args.ray_workers,
-                               gpus_per_worker=args.ray_gpus_per_worker, batch_trajectories=args.batch_trajectories)
+                               gpus_per_worker=args.ray_gpus_per_worker, batch_trajectories=args.batch_trajectories,
+                               progress=progress)
     else:
         from diffusers.utils import logging as diffusers_logging
         diffusers_logging.set_verbosity_error()

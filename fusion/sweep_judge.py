@@ -38,7 +38,7 @@ class CellJudge:
         if images.shape[1:3] != (JUDGE_SIZE, JUDGE_SIZE):
             raise ValueError(f"--judge reads {JUDGE_SIZE}x{JUDGE_SIZE} images (the toy world's); the cells are "
                              f"{images.shape[1]}x{images.shape[2]}")
-        pred = predict(self.judge, images)
+        pred = predict(self.judge, np.array(images))  # a writable copy (Ray hands out read-only arrays)
         ok = np.array([all(pred[k][i] == v for k, v in self.want.items()) for i in range(len(images))])
         cartoon = np.array([pred["style"][i] == "cartoon" for i in range(len(images))])
         return {"judge": float((ok & cartoon).mean()), "judge_prompt": float(ok.mean()),

@@ -229,3 +229,12 @@ def test_cli_refuses_another_sweeps_out(tiny_dirs, tmp_path, capsys, monkeypatch
         cli(tiny_dirs, tmp_path, "--v1", "400", "--seed", "12")
     assert "differs in seed (11 there, 12 here)" in capsys.readouterr().err
     assert folder_digest(tmp_path) == before
+
+
+def test_sharing_bench_runs_and_the_sweep_does_less(tmp_path):
+    from bench.sweep_sharing import main as bench
+    res = bench(["--models", "tiny", "--steps", "3", "--grids", "mode_1_v1_sweep", "--out", str(tmp_path / "s.json")])
+    [g] = res["grids"]
+    assert g["sweep_images_bit_equal_to_one_by_one"]
+    assert g["unet_calls"]["sweep"] < g["unet_calls"]["one_by_one_fused"] < g["unet_calls"]["one_by_one_cli"]
+    assert (tmp_path / "s.md").read_text().startswith("### sweep_sharing")
