@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .loading import (DiffusionModel, check_fusable, load_model, share_identical_components)
+from .loading import DiffusionModel, check_fusable, share_identical_components
+from .lora import LoraSettings, adapter_key, denoiser_for, load_models
 from .sampler import (SamplerStats, StepEvent, Trajectory, UNetDenoiser, _check_cancel, alphas_cumprod,
                       ddim_timesteps, sample_trajectories)
 from .schedule import FusionSelection, check_mode, parse_fusion_selection
@@ -162,15 +163,16 @@ class FusionPipeline:
         check_fusable(model0, model1)
         self.model0, self.model1 = model0, model1
         self.shared_components = share_identical_components(model0, model1) if dedupe else []
-        self._denoisers: dict[int, UNetDenoiser] = {}
+        self._denoisers: dict[tuple, UNetDenoiser] = {}
         self.optimizations: list[str] = []
         self.optimize(channels_last=channels_last, compile=compile)
 
     @classmethod
     def from_paths(cls, model0: str, model1: str, device=None, dtype=None, config_dir=None,
-                   **kwargs) -> "FusionPipeline":
-        m0 = load_model(model0, device=device, dtype=dtype, config_dir=config_dir)
-        m1 = load_model(model1, device=device, dtype=dtype, config_dir=config_dir)
+                   lora: LoraSettings | None = None, **kwargs) -> "FusionPipeline":
+        """Load both models (a path named twice is loaded once) and apply ``lora`` (see
+        :class:`fusion.lora.LoraSettings`)."""
+        m0, m1 = load_models(model0, model1, lora, device=device, dtype=dtype, config_dir=config_dir)
         return cls(m0, m1, **kwargs)
 
     def optimize(self, channels_last: bool | None = None, compile: bool = False) -> list[str]:
@@ -208,11 +210,13 @@ class FusionPipeline:
         return (self.model0, self.model1) if primary == "general" else (self.model1, self.model0)
 
     def _denoiser(self, model: DiffusionModel) -> UNetDenoiser:
-        d = self._denoisers.get(id(model.unet))
+        # one denoiser per (UNet, adapter): the two sides of a shared LoRA'd UNet stay apart
+        key = adapter_key(model)
+        d = self._denoisers.get(key)
         if d is None or d.unet is not model.unet:
-            name = "general_unet" if model.unet is self.model0.unet else "expert_unet"
-            d = UNetDenoiser(model.unet, alphas_cumprod(model.scheduler_config), model.prediction_type, name)
-            self._denoisers[id(model.unet)] = d
+            name = "general_unet" if key == adapter_key(self.model0) else "expert_unet"
+            d = denoiser_for(model, alphas_cumprod(model.scheduler_config), name)
+            self._denoisers[key] = d
         return d
 
     # ---- stage 1 ------------------------------------------------------------------------------

@@ -5,6 +5,7 @@
     python -m toyworld.train --stage general --out runs/toy --general-steps 6000
     python -m toyworld.train --stage expert --out runs/toy --expert-steps 1500
     python -m toyworld.train --stage export --out runs/toy --export-dir assets/models
+    python -m toyworld.train --stage lora --out runs/toy --threads 1    # cartoon LoRA on toy-general
 
 Seeded, CPU only, tqdm progress bars, a checkpoint every ``--ckpt-every`` steps (rerunning the same
 command resumes from the last one), a JSON-lines loss log per stage (``OUT/<stage>/log.jsonl``) and a
@@ -361,7 +362,7 @@ def export(a):
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stage", choices=["vae", "general", "expert", "export", "all"], default="all")
+    p.add_argument("--stage", choices=["vae", "general", "expert", "export", "all", "lora"], default="all")
     p.add_argument("--out", type=Path, default=Path("runs/toy"))
     p.add_argument("--export-dir", type=Path, default=M.REPO / "assets" / "models")
     p.add_argument("--seed", type=int, default=0)
@@ -387,6 +388,14 @@ def parse(argv=None):
     p.add_argument("--max-minutes-expert", type=float, default=25)
     p.add_argument("--ckpt-every", type=int, default=200)
     p.add_argument("--bar-interval", type=float, default=10.0)
+    p.add_argument("--lora-base", type=Path, default=M.DEFAULT_GENERAL, help="frozen pipeline the LoRA adapts")
+    p.add_argument("--lora-steps", type=int, default=2000)
+    p.add_argument("--lora-batch", type=int, default=32)
+    p.add_argument("--lora-rank", type=int, default=8)
+    p.add_argument("--lora-lr", type=float, default=1e-3)
+    p.add_argument("--lora-ema", type=float, default=0.995)
+    p.add_argument("--max-minutes-lora", type=float, default=28)
+    p.add_argument("--lora-export", type=Path, default=None, help="copy the adapter file here when done")
     p.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=True)
     a = p.parse_args(argv)
     a.blind_colors = tuple(x for x in a.blind_colors.split(",") if x)
@@ -408,6 +417,9 @@ def main(argv=None):
         train_expert(a)
     if a.stage in ("export", "all"):
         export(a)
+    if a.stage == "lora":
+        from .train_lora import run_stage
+        run_stage(a)
 
 
 if __name__ == "__main__":
