@@ -75,11 +75,21 @@ def build_app(config: StudioConfig | None = None, studio=None):
     rt = studio or Studio(config)
     cfg = rt.config
     calls = GpuCalls(rt, load_spaces())  # wrapped with spaces.GPU on a ZeroGPU Space only
+    policy = rt.policy  # public mode: offered models only, caps (admission: in GpuCalls)
+    public = policy.public
+
+    def model_choices():
+        return [(c.label, c.path) for c in discover(cfg.models_dir)] + [
+            (f"{p.name} (models.yaml)", str(p)) for p in (cfg.space.diffusion_models() if cfg.space else ())
+            if not any(c.path == str(p) for c in discover(cfg.models_dir))]
+
     choices = discover(cfg.models_dir)
-    choice_pairs = [(c.label, c.path) for c in choices]
+    choice_pairs = model_choices()
     # the embedded toy models are the defaults even when missing: a request then says how to get them
     default_general, default_expert = str(TOY_GENERAL), str(TOY_EXPERT)
-    if not any(c.path == default_general for c in choices):
+    if cfg.space is not None and cfg.space.general is not None:
+        default_general, default_expert = str(cfg.space.general), str(cfg.space.expert)
+    if not any(v == default_general for _, v in choice_pairs):
         choice_pairs = [(f"{TOY_GENERAL.name} (embedded toy general, missing)", default_general),
                         (f"{TOY_EXPERT.name} (embedded toy cartoon expert, missing)", default_expert)] + choice_pairs
     geo = geometry(default_general)
@@ -166,13 +176,32 @@ def build_app(config: StudioConfig | None = None, studio=None):
     def model_geometry(general, expert, general_path, expert_path, primary):
         """Size sliders for the primary model's supported sizes."""
         p = ((expert_path or "").strip() or expert) if primary == "expert" else ((general_path or "").strip() or general)
-        g = geometry(p)
+        g = geometry(p if policy.offers(p) else default_general)  # public: nothing read from other paths
         return (gr.update(minimum=g.minimum, maximum=g.maximum, step=g.step, value=g.native),
                 gr.update(minimum=g.minimum, maximum=g.maximum, step=g.step, value=g.native))
 
     def refresh_models(general, expert):
-        cs = [(c.label, c.path) for c in discover(cfg.models_dir)]
+        cs = model_choices()
         return gr.update(choices=cs, value=general), gr.update(choices=cs, value=expert), rt.describe()
+
+    def fuse_example(prompt, prompt1, selection, mode, primary, seed, steps, guidance):
+        """An example's final images (cached at start-up in public mode)."""
+        last = None
+        for last in fuse(default_general, default_expert, "", "", primary, prompt, prompt1, "", seed, steps,
+                         guidance, geo.native, geo.native, selection, mode):
+            pass
+        return (*last[:4], last[10])
+
+    def example_cache(fn, outputs) -> dict:
+        """Public mode: examples run once at start-up (lazily, at first click, on ZeroGPU, where no
+        GPU is held at start-up) and their results are served from Gradio's cache."""
+        if not (public and policy.limits.cache_examples):
+            return {}
+        return dict(fn=fn, outputs=outputs, cache_examples=True, cache_mode="lazy" if calls.active else "eager")
+
+    # public mode: every held request gets a handler (the work slots still run cfg.concurrency at
+    # once), so one past max_queue is told "busy" at once instead of waiting in Gradio's queue
+    gpu_limit = cfg.concurrency if not public else max(cfg.concurrency, policy.limits.max_queue + 2)
 
     # ---- layout -----------------------------------------------------------------------------
     with gr.Blocks(title=TITLE) as demo:
@@ -188,7 +217,7 @@ def build_app(config: StudioConfig | None = None, studio=None):
                                                   allow_custom_value=True, elem_id="general_model")
                             expert = gr.Dropdown(choice_pairs, value=default_expert, label="Expert model",
                                                  allow_custom_value=True, elem_id="expert_model")
-                        with gr.Row():
+                        with gr.Row(visible=not public):  # public mode: no path boxes
                             general_path = gr.Textbox("", label="…or general model path", placeholder="folder or .safetensors/.ckpt",
                                                       max_lines=1, elem_id="general_path")
                             expert_path = gr.Textbox("", label="…or expert model path", placeholder="folder or .safetensors/.ckpt",
@@ -205,7 +234,7 @@ def build_app(config: StudioConfig | None = None, studio=None):
                         seed = gr.Number(recipe.seed, label="Seed", precision=0, minimum=0, elem_id="seed")
                         dice = gr.Button("Randomise seed", size="sm", scale=0)
                     with gr.Row():
-                        steps = gr.Slider(1, 200, value=recipe.steps, step=1, label="Steps (DDIM)", elem_id="steps")
+                        steps = gr.Slider(1, policy.limits.max_steps if public else 200, value=recipe.steps, step=1, label="Steps (DDIM)", elem_id="steps")
                         guidance = gr.Slider(1, 20, value=recipe.guidance, step=0.5, label="Guidance scale")
                     with gr.Row():
                         # broad bounds for API callers; the page narrows them to the primary's sizes on load
@@ -250,11 +279,13 @@ def build_app(config: StudioConfig | None = None, studio=None):
                                           elem_id="share_plot", **{**img_kw, "height": 170, "elem_classes": []})
             trace_state = gr.State(None, time_to_live=3600)  # the last run's maps, per browser session
             gr.Examples(
-                examples=[[e.prompt, e.prompt1, e.fusion_selection, e.mode, e.primary, e.seed, e.steps, e.guidance]
+                examples=[[e.prompt, e.prompt1, e.fusion_selection, e.mode, e.primary, e.seed,
+                           min(e.steps, policy.limits.max_steps) if public else e.steps, e.guidance]
                           for e in ex.FUSION_EXAMPLES],
                 example_labels=[e.title for e in ex.FUSION_EXAMPLES],
                 inputs=[prompt, prompt1, selection, mode, primary, seed, steps, guidance],
-                label="The reference's two recipes in the toy world (click one, then Fuse)")
+                label="The reference's two recipes in the toy world (click one, then Fuse)",
+                **example_cache(lambda *a: fuse_example(*a), [out_general, out_expert, out_fused, compare, status]))
 
         with gr.Tab("Style transfer", id="style"):
             entries = rt.engines.entries()
@@ -283,7 +314,12 @@ def build_app(config: StudioConfig | None = None, studio=None):
             pairs = ex.style_examples()
             if pairs:
                 gr.Examples(examples=[list(p) for p in pairs], inputs=[content, style_img],
-                            label="Examples (toy-world renders from assets/examples)", elem_id="style_examples")
+                            label="Examples (toy-world renders from assets/examples)", elem_id="style_examples",
+                            **example_cache(lambda c, s: stylize(c, s, default_engine, **{
+                                f"{default_engine}_{k}": v for k, v in policy.clamp_style({
+                                    k[len(default_engine) + 1:]: w.value for k, w in control_inputs.items()
+                                    if k.startswith(f"{default_engine}_")}).items()}),
+                                [stylized, style_status]))
 
         with gr.Accordion("Runtime", open=False):
             runtime_md = gr.Markdown("")
@@ -295,10 +331,10 @@ def build_app(config: StudioConfig | None = None, studio=None):
         fuse_outputs = [out_general, out_expert, out_fused, compare, sal_p, sal_s, sal_m, share_plot, step,
                         step_caption, status, trace_state]
         fuse_evt = run.click(fuse, fuse_inputs, fuse_outputs, api_name="fuse", concurrency_id="gpu",
-                             concurrency_limit=cfg.concurrency, show_progress="minimal",
+                             concurrency_limit=gpu_limit, show_progress="minimal",
                              show_progress_on=[status])
         prompt.submit(fuse, fuse_inputs, fuse_outputs, api_name="fuse_on_enter", api_visibility="undocumented",
-                      concurrency_id="gpu", concurrency_limit=cfg.concurrency, show_progress="minimal",
+                      concurrency_id="gpu", concurrency_limit=gpu_limit, show_progress="minimal",
                       show_progress_on=[status])
         stop_btn.click(stop, None, status, api_name="stop", cancels=[fuse_evt], queue=False)
         step.input(saliency_step, [step, trace_state], [sal_p, sal_s, sal_m, share_plot, step_caption],
@@ -338,7 +374,10 @@ def build_app(config: StudioConfig | None = None, studio=None):
             prefix = f"{engine}_"
             opts = {k[len(prefix):]: v for k, v in controls.items() if k.startswith(prefix)}
             try:
+                policy.check_style(engine, opts)
                 out = calls.stylize(engine, content, style, opts)
+            except ValueError as e:
+                raise gr.Error(str(e), print_exception=False)
             except StudioError as e:
                 raise gr.Error(str(e), print_exception=False)
             return out, f"Done ({rt.engines.get(engine).label}, {out.width}x{out.height})."
@@ -346,7 +385,7 @@ def build_app(config: StudioConfig | None = None, studio=None):
         engine.change(engine_info, engine, [engine_line, *[groups[k] for k in keys]], api_name="engine_info",
                       queue=False)
         style_run.click(stylize, [content, style_img, engine], [stylized, style_status], api_name="stylize",
-                        inputs_kwargs=control_inputs, concurrency_id="gpu", concurrency_limit=cfg.concurrency)
+                        inputs_kwargs=control_inputs, concurrency_id="gpu", concurrency_limit=gpu_limit)
     demo.studio = rt
     demo.gpu_calls = calls
     return demo
@@ -370,8 +409,12 @@ def _control_widget(gr, c):
 
 
 def launch(demo, cfg: StudioConfig, **kw):
-    """Queue and launch with the app's theme; serves files from the project's outputs/assets only."""
-    demo.queue(max_size=64, default_concurrency_limit=8)
+    """Queue and launch with the app's theme; serves files from the project's outputs/assets only.
+    Public mode: a shorter queue (past it Gradio answers "queue is full") and an upload size cap."""
+    lim = demo.studio.policy.limits
+    demo.queue(max_size=64 if lim is None else 2 * lim.max_queue + 4, default_concurrency_limit=8)
+    if lim is not None:
+        kw.setdefault("max_file_size", int(lim.max_upload_mb * 2 ** 20))
     OUTPUTS_DIR.mkdir(exist_ok=True)
     kw.setdefault("state_session_capacity", 256)  # saliency traces kept for at most this many sessions
     return demo.launch(server_name=cfg.host, server_port=cfg.port, share=cfg.share, css=CSS,
@@ -379,12 +422,19 @@ def launch(demo, cfg: StudioConfig, **kw):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from studio.space_config import SpaceConfigError, configure
     cfg = config_from_args(argv)
+    try:
+        configure(cfg)  # models.yaml, read once now (Hub entries fetched here)
+    except SpaceConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     demo = build_app(cfg)
     if demo.gpu_calls.active:  # ZeroGPU: models load before launch, in this process (then packed)
         from studio.models import TOY_EXPERT, TOY_GENERAL, toy_models_present
-        if toy_models_present():
-            demo.gpu_calls.preload([(TOY_GENERAL, TOY_EXPERT)])
+        pair = (cfg.space.general, cfg.space.expert) if cfg.space and cfg.space.general else (TOY_GENERAL, TOY_EXPERT)
+        if cfg.space and cfg.space.general or toy_models_present():
+            demo.gpu_calls.preload([pair])
     elif cfg.preload:
         demo.studio.preload_in_background()
     launch(demo, cfg)

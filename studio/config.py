@@ -14,6 +14,8 @@ flag                   environment variable        default
 --threads              STUDIO_THREADS              1 on machines with <= 2 CPUs, else torch's default
 --no-preload           (none)                      the default toy models load right after start
 --share                (none)                      off
+--public               SPACE_ID (set on a Space)   off: public mode (studio/public.py)
+--models-config        STUDIO_MODELS_CONFIG        ./models.yaml in public mode, else none
 =====================  ==========================  ===============================================
 """
 from __future__ import annotations
@@ -53,6 +55,10 @@ class StudioConfig:
     threads: int | None = None           # torch CPU threads (None: torch's default)
     preload: bool = False                # load the default models in the background at start
     extra_engines: list = field(default_factory=list)  # (key, factory) pairs, e.g. for tests
+    public: bool = False                 # public mode: offered models only, caps (studio/public.py)
+    public_limits: object = None         # studio.public.PublicLimits (None: its defaults)
+    models_config: Path | None = None    # models.yaml (studio/space_config.py)
+    space: object = None                 # its resolved studio.space_config.SpaceModels (set at start-up)
 
     # ---- derived ----------------------------------------------------------------------------
     def torch_device(self):
@@ -120,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-preload", action="store_true",
                    help="do not load the default toy models in the background right after start")
     p.add_argument("--share", action="store_true", help="create a public gradio.live link (needs network)")
+    p.add_argument("--public", action="store_true",
+                   help="public mode: models only from the models folder, the shipped ones and models.yaml "
+                        "(no path boxes), caps on steps/samples/uploads, a bounded queue; on by itself when "
+                        "SPACE_ID is set (a Hugging Face Space)")
+    p.add_argument("--models-config", type=Path, default=_env("STUDIO_MODELS_CONFIG"),
+                   help="models.yaml naming the default pair, more models, LoRAs and MccSTN weights "
+                        "(default: ./models.yaml in public mode); env STUDIO_MODELS_CONFIG")
     return p
 
 
@@ -131,4 +144,15 @@ def config_from_args(argv: list[str] | None = None) -> StudioConfig:
                         precision=a.precision,
                         memory_budget_gb=None if a.memory_budget_gb is None else float(a.memory_budget_gb),
                         concurrency=a.concurrency, mccstn_weights=a.mccstn_weights, share=a.share,
-                        threads=int(a.threads) if a.threads else None, preload=not a.no_preload)
+                        threads=int(a.threads) if a.threads else None, preload=not a.no_preload,
+                        **_public_settings(a))
+
+
+def _public_settings(a) -> dict:
+    """public / models_config from the flags (the file itself is read at start-up, see app.main)."""
+    from .public import public_requested
+    public = public_requested(a.public)
+    cfg_path = a.models_config
+    if cfg_path is None and public and (PROJECT_ROOT / "models.yaml").is_file():
+        cfg_path = PROJECT_ROOT / "models.yaml"
+    return {"public": public, "models_config": Path(cfg_path) if cfg_path else None}

@@ -76,8 +76,9 @@ class FusionService:
     runs of fewer than 4 steps).
     """
 
-    def __init__(self, cache, slots: WorkSlots, preview_every: int = 0):
+    def __init__(self, cache, slots: WorkSlots, preview_every: int = 0, policy=None):
         self.cache, self.slots, self.preview_every = cache, slots, preview_every
+        self.policy = policy  # studio.public.OpenPolicy / PublicPolicy: which models and caps (None: open)
 
     # ---- the request ------------------------------------------------------------------------
     def _settings(self, req: FuseRequest, device_type: str):
@@ -103,8 +104,11 @@ class FusionService:
 
         # inputs first: nothing loads for a request that cannot run
         try:
-            general = resolve_model(req.general, req.general_path_box, "General")
-            expert = resolve_model(req.expert, req.expert_path_box, "Expert")
+            resolve = self.policy.resolve_model if self.policy is not None else resolve_model
+            general = resolve(req.general, req.general_path_box, "General")
+            expert = resolve(req.expert, req.expert_path_box, "Expert")
+            if self.policy is not None:
+                self.policy.check_fuse(req)
             from fusion.schedule import check_mode, parse_fusion_selection
             sel = parse_fusion_selection(str(req.fusion_selection).strip())
             check_mode(req.mode)

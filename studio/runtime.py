@@ -23,6 +23,14 @@ class Studio:
         self._engines: EngineRegistry | None = None
         self._cancels: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
+        from .public import Admission, OpenPolicy, PublicPolicy
+        c = self.config
+        if c.public:  # public mode: offered models only, caps, a bounded number of requests held
+            extra = c.space.diffusion_models() if c.space is not None else ()
+            self.policy = PublicPolicy(c.models_dir, extra, c.public_limits)
+            self.admission = Admission(self.policy.limits.max_queue)
+        else:
+            self.policy, self.admission = OpenPolicy(), Admission(None)
 
     # lazily: torch is imported on first use, not when the app module is imported
     @property
@@ -44,7 +52,7 @@ class Studio:
     @property
     def fusion(self) -> FusionService:
         if self._fusion is None:
-            self._fusion = FusionService(self.cache, self.slots, self.config.preview_every)
+            self._fusion = FusionService(self.cache, self.slots, self.config.preview_every, self.policy)
         return self._fusion
 
     @property
@@ -54,16 +62,19 @@ class Studio:
         return self._engines
 
     def preload_in_background(self) -> threading.Thread:
-        """Load the default toy models (and their pipeline) in a background thread, so the first
-        request finds them warm. Failures are only logged: the request will report them."""
+        """Load the default pair (models.yaml's, else the toy models) and its pipeline in a
+        background thread, so the first request finds them warm. Failures are only logged: the request will report them."""
         from .models import TOY_EXPERT, TOY_GENERAL, toy_models_present
 
+        space = self.config.space
+        pair = (space.general, space.expert) if space is not None and space.general else (TOY_GENERAL, TOY_EXPERT)
+
         def work():
-            if not toy_models_present():
+            if pair == (TOY_GENERAL, TOY_EXPERT) and not toy_models_present():
                 return
             try:
                 with self.slots.slot():
-                    self.cache.pipeline(TOY_GENERAL, TOY_EXPERT)
+                    self.cache.pipeline(*pair)
             except Exception as e:  # noqa: BLE001
                 import logging
                 logging.getLogger("studio").warning("preloading the toy models failed: %s", e)

@@ -123,23 +123,26 @@ class GpuCalls:
     # ---- what the app calls ---------------------------------------------------------------
     def fuse(self, req, cancel: threading.Event) -> Iterator:
         """Previews then the outcome. On ZeroGPU the session's ``cancel`` is watched here (it
-        cannot cross into the worker): when set, the worker's generator is closed."""
-        if not self.active:
-            yield from self.studio.fusion.stream(req, cancel)
-            return
-        from fusion.sampler import Cancelled
-        gen = self._fuse_task(req)
-        try:
-            for item in gen:
-                if cancel.is_set():
-                    raise Cancelled("stopped")
-                yield item
-        finally:
-            gen.close()
+        cannot cross into the worker): when set, the worker's generator is closed. Held under one
+        of the studio's admission tickets (public mode: "busy" past its limit)."""
+        with self.studio.admission.ticket():
+            if not self.active:
+                yield from self.studio.fusion.stream(req, cancel)
+                return
+            from fusion.sampler import Cancelled
+            gen = self._fuse_task(req)
+            try:
+                for item in gen:
+                    if cancel.is_set():
+                        raise Cancelled("stopped")
+                    yield item
+            finally:
+                gen.close()
 
     def stylize(self, engine: str, content, style, controls: dict):
         task: Callable = self._style_task if self.active else self._stylize_in_worker
-        return task(engine, content, style, controls)
+        with self.studio.admission.ticket():
+            return task(engine, content, style, controls)
 
     def preload(self, pairs) -> None:
         """Load each (general, expert) pair and build its pipeline now, in this process: on ZeroGPU
