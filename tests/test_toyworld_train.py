@@ -19,7 +19,8 @@ def test_training_command_smoke(tmp_path):
         for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
             assert (exp / name / sub).is_dir()
     # the expert shares the general model's text encoder and VAE byte for byte
-    for sub, f in (("text_encoder", "model.safetensors"), ("vae", "diffusion_pytorch_model.safetensors")):
+    for sub, f in (("text_encoder", "model.safetensors"), ("vae", "diffusion_pytorch_model.safetensors"),
+                   ("text_encoder", "model.fp16.safetensors"), ("vae", "diffusion_pytorch_model.fp16.safetensors")):
         assert (exp / "toy-general" / sub / f).read_bytes() == (exp / "toy-cartoon" / sub / f).read_bytes()
     # rerunning resumes (everything done: nothing to do, no error)
     train.main(args)

@@ -27,6 +27,37 @@ def _size_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
 
+def _upcast_only(dest: Path) -> bool:
+    """True when every fp32 default file holds exactly its fp16 variant's values."""
+    import torch
+    from safetensors.torch import load_file
+
+    from .variants import COMPONENT_STEMS
+    for sub, stem in COMPONENT_STEMS.items():
+        full, half = dest / sub / f"{stem}.safetensors", dest / sub / f"{stem}.fp16.safetensors"
+        if not (full.is_file() and half.is_file()):
+            return False
+        a, b = load_file(str(full)), load_file(str(half))
+        if a.keys() != b.keys() or not all(torch.equal(a[k], b[k].float()) for k in a):
+            return False
+    return True
+
+
+def _precision_lines(dest: Path) -> list[str]:
+    lines = [
+        "- default files (`diffusion_pytorch_model.safetensors`, `text_encoder/model.safetensors`): float32, so "
+        "`StableDiffusionPipeline.from_pretrained(folder)` runs on a CPU with no dtype argument",
+        "- fp16 variant (`*.fp16.safetensors`, diffusers' variant naming): "
+        "`StableDiffusionPipeline.from_pretrained(folder, variant=\"fp16\", torch_dtype=torch.float16)`",
+    ]
+    if dest.exists() and _upcast_only(dest):
+        lines.append("- the float32 files are the fp16 weights upcast (exactly; they hold no extra precision): the "
+                     "models were first exported in fp16 and converted with `python -m toyworld.variants`; the "
+                     "judged scores below were measured with these values in float32, and are unchanged by the "
+                     "conversion")
+    return lines
+
+
 def card(kind: str, run: Path, ev: dict, judge: dict, dest: Path) -> str:
     args = _read(run / "args.json")
     vae = _read(run / "vae" / "done.json")
@@ -39,7 +70,8 @@ def card(kind: str, run: Path, ev: dict, judge: dict, dest: Path) -> str:
         f"# {name}: MccSTN Studio's embedded {'general' if kind == 'general' else 'cartoon expert'} model",
         "",
         "A tiny text-to-image latent diffusion model in the standard diffusers `StableDiffusionPipeline` layout "
-        "(tokenizer, text_encoder, unet, vae, scheduler; safetensors, fp16 weights), trained from scratch on this "
+        "(tokenizer, text_encoder, unet, vae, scheduler; safetensors, fp32 default weights plus an fp16 variant), "
+        "trained from scratch on this "
         "CPU by `python -m toyworld.train` on procedurally rendered 64x64 scenes of the project's toy world "
         "(`toyworld/render.py`). It exists so that the app, the CLI, the tests and the fusion benchmark run the real "
         "algorithms on real trained models with no GPU and no downloads. It knows nothing outside its toy world.",
@@ -98,6 +130,9 @@ def card(kind: str, run: Path, ev: dict, judge: dict, dest: Path) -> str:
         "- scheduler: DDIM with the LDM betas (scaled_linear 0.00085..0.012, 1000 steps, steps_offset 1, "
         "clip_sample false, set_alpha_to_one false), epsilon prediction",
         f"- size on disk: {_size_mb(dest):.1f} MB" if dest.exists() else "",
+        "",
+        "## Files and precision",
+        *_precision_lines(dest),
         "",
         "## Judged scores",
         "Images generated for every colour x shape x size caption (DDIM 50 steps, guidance 7.5) and read by the "

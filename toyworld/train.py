@@ -41,6 +41,7 @@ from . import models as M
 from .data import dataset, to_tensor
 from .grammar import training_caption
 from .render import COLORS, SHAPES, SIZES, Scene
+from .variants import write_precision_variants
 
 DEFAULT_BLIND_COLORS = ("green", "purple")
 DEFAULT_BLIND_SHAPES = ("triangle",)
@@ -348,13 +349,15 @@ def export(a):
     dest = a.export_dir
     for name, unet_stage in (("toy-general", "general"), ("toy-cartoon", "expert")):
         p = build_pipeline(a.out / unet_stage / "unet", a.out / "general" / "text_encoder",
-                           a.out / "vae" / "model", torch.float16 if a.fp16 else torch.float32)
+                           a.out / "vae" / "model", torch.float32)
         tgt = dest / name
         if tgt.exists():
             for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
                 shutil.rmtree(tgt / sub, ignore_errors=True)
         p.save_pretrained(tgt, safe_serialization=True)
         write_tokenizer(tgt / "tokenizer")
+        if a.fp16:  # fp32 default files (plain diffusers on a CPU) + diffusers' fp16 variant files
+            write_precision_variants(tgt)
         print("exported", tgt)
 
 
@@ -396,7 +399,8 @@ def parse(argv=None):
     p.add_argument("--lora-ema", type=float, default=0.995)
     p.add_argument("--max-minutes-lora", type=float, default=28)
     p.add_argument("--lora-export", type=Path, default=None, help="copy the adapter file here when done")
-    p.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=True,
+                   help="export also the fp16 variant files (*.fp16.safetensors) next to the fp32 defaults")
     a = p.parse_args(argv)
     a.blind_colors = tuple(x for x in a.blind_colors.split(",") if x)
     a.blind_shapes = tuple(x for x in a.blind_shapes.split(",") if x)
