@@ -69,6 +69,7 @@ def build_app(config: StudioConfig | None = None, studio=None):
     from studio.gpu import StudioError
     from studio.models import (SIZE_LIMITS, TOY_EXPERT, TOY_GENERAL, discover, geometry, missing_toy_message,
                                toy_models_present)
+    from studio.limits import check_model_path, open_upload
     from studio.runtime import Studio
     from studio.zerogpu import GpuCalls, load_spaces
 
@@ -93,6 +94,7 @@ def build_app(config: StudioConfig | None = None, studio=None):
         choice_pairs = [(f"{TOY_GENERAL.name} (embedded toy general, missing)", default_general),
                         (f"{TOY_EXPERT.name} (embedded toy cartoon expert, missing)", default_expert)] + choice_pairs
     geo = geometry(default_general)
+    upload = _image_upload(gr)
     mode_choices = [(MODE_HELP[m], m) for m in (0, 1, 2)]
     recipe = ex.FUSION_EXAMPLES[0]
 
@@ -106,9 +108,9 @@ def build_app(config: StudioConfig | None = None, studio=None):
         req = FuseRequest(general=general, expert=expert, general_path_box=general_path or "",
                           expert_path_box=expert_path or "", primary=primary or "general", prompt=prompt or "",
                           prompt1=prompt1 or "", negative_prompt=negative_prompt or "",
-                          seed=seed if seed is not None else 0, steps=int(steps or 1),
+                          seed=seed if seed is not None else 0, steps=1 if steps is None else steps,
                           guidance=float(guidance if guidance is not None else 7.5),
-                          height=int(height) if height else None, width=int(width) if width else None,
+                          height=height or None, width=width or None,  # checked by the service (studio.limits)
                           fusion_selection=fusion_selection or "", mode=int(mode if mode is not None else 2))
         cancel = rt.new_cancel(_session(request), "fuse")
         skip = gr.skip()
@@ -176,9 +178,16 @@ def build_app(config: StudioConfig | None = None, studio=None):
     def model_geometry(general, expert, general_path, expert_path, primary):
         """Size sliders for the primary model's supported sizes."""
         p = ((expert_path or "").strip() or expert) if primary == "expert" else ((general_path or "").strip() or general)
-        g = geometry(p if policy.offers(p) else default_general)  # public: nothing read from other paths
-        return (gr.update(minimum=g.minimum, maximum=g.maximum, step=g.step, value=g.native),
-                gr.update(minimum=g.minimum, maximum=g.maximum, step=g.step, value=g.native))
+        try:
+            # public: nothing read from paths it does not offer; else the path is checked first
+            g = geometry((check_model_path(p, primary or "primary") if p else p) if policy.offers(p)
+                         else default_general)
+        except (ValueError, OSError) as e:
+            raise gr.Error(str(e) if isinstance(e, ValueError) else "cannot read that model path",
+                           print_exception=False)
+        lo, hi, value = rt.limits.size_range(g)  # a model's config cannot raise the app's limit
+        return (gr.update(minimum=lo, maximum=hi, step=g.step, value=value),
+                gr.update(minimum=lo, maximum=hi, step=g.step, value=value))
 
     def refresh_models(general, expert):
         cs = model_choices()
@@ -231,15 +240,18 @@ def build_app(config: StudioConfig | None = None, studio=None):
                     prompt1 = gr.Textbox(recipe.prompt1, label="Prompt1 (general)", lines=1, elem_id="prompt1")
                     negative = gr.Textbox("", label="Negative prompt", lines=1)
                     with gr.Row():
-                        seed = gr.Number(recipe.seed, label="Seed", precision=0, minimum=0, elem_id="seed")
+                        # no precision: Gradio would round 1.5 (and fail on NaN); the service refuses both
+                        seed = gr.Number(recipe.seed, label="Seed", minimum=0, elem_id="seed")
                         dice = gr.Button("Randomise seed", size="sm", scale=0)
                     with gr.Row():
                         steps = gr.Slider(1, policy.limits.max_steps if public else 200, value=recipe.steps, step=1, label="Steps (DDIM)", elem_id="steps")
                         guidance = gr.Slider(1, 20, value=recipe.guidance, step=0.5, label="Guidance scale")
                     with gr.Row():
                         # broad bounds for API callers; the page narrows them to the primary's sizes on load
-                        height = gr.Slider(*SIZE_LIMITS, value=geo.native, step=8, label="Height", elem_id="height")
-                        width = gr.Slider(*SIZE_LIMITS, value=geo.native, step=8, label="Width", elem_id="width")
+                        sizes = dict(minimum=SIZE_LIMITS[0], maximum=rt.limits.max_side, step=8,
+                                     value=min(geo.native, rt.limits.max_side))
+                        height = gr.Slider(label="Height", elem_id="height", **sizes)
+                        width = gr.Slider(label="Width", elem_id="width", **sizes)
                     with gr.Group():
                         with gr.Row():
                             v1 = gr.Slider(0, 1000, value=600, step=1, label="v1 (fusion step, DDPM t)",
@@ -291,10 +303,9 @@ def build_app(config: StudioConfig | None = None, studio=None):
             entries = rt.engines.entries()
             default_engine = rt.engines.default_key()
             with gr.Row():
-                content = gr.Image(label="Content", type="pil", sources=["upload", "clipboard"], elem_id="content",
-                                   height=300)
-                style_img = gr.Image(label="Style", type="pil", sources=["upload", "clipboard"], elem_id="style",
-                                     height=300)
+                # uploads arrive as file paths; studio.limits checks the header before decoding
+                content = upload(label="Content", sources=["upload", "clipboard"], elem_id="content", height=300)
+                style_img = upload(label="Style", sources=["upload", "clipboard"], elem_id="style", height=300)
                 stylized = gr.Image(label="Stylised", format="png", type="pil", interactive=False,
                                     buttons=["download", "fullscreen"], elem_id="stylized", height=300,
                                     elem_classes=["fit"])
@@ -375,10 +386,10 @@ def build_app(config: StudioConfig | None = None, studio=None):
             opts = {k[len(prefix):]: v for k, v in controls.items() if k.startswith(prefix)}
             try:
                 policy.check_style(engine, opts)
+                content = open_upload(content, "Content", rt.limits)  # header checked, then decoded
+                style = open_upload(style, "Style", rt.limits)
                 out = calls.stylize(engine, content, style, opts)
-            except ValueError as e:
-                raise gr.Error(str(e), print_exception=False)
-            except StudioError as e:
+            except (StudioError, ValueError) as e:
                 raise gr.Error(str(e), print_exception=False)
             return out, f"Done ({rt.engines.get(engine).label}, {out.width}x{out.height})."
 
@@ -389,6 +400,27 @@ def build_app(config: StudioConfig | None = None, studio=None):
     demo.studio = rt
     demo.gpu_calls = calls
     return demo
+
+
+def _image_upload(gr):
+    """A ``gr.Image`` input that hands the handler the uploaded file's path (Gradio reads only
+    its header; :func:`studio.limits.open_upload` checks the size before decoding) and says
+    clearly when a file is not an image."""
+    from PIL import Image
+
+    class ImageUpload(gr.Image):
+        is_template = True  # the page shows it as a plain gr.Image
+
+        def preprocess(self, payload):
+            try:
+                return super().preprocess(payload)
+            except Image.DecompressionBombError:
+                raise gr.Error(f"{self.label}: the image has too many pixels", print_exception=False) from None
+            except (OSError, ValueError, SyntaxError):  # PIL cannot identify it
+                raise gr.Error(f"{self.label}: not an image file (use PNG, JPEG or WebP)",
+                               print_exception=False) from None
+
+    return lambda **kw: ImageUpload(type="filepath", image_mode=None, **kw)
 
 
 def _control_widget(gr, c):

@@ -16,6 +16,9 @@ flag                   environment variable        default
 --share                (none)                      off
 --public               SPACE_ID (set on a Space)   off: public mode (studio/public.py)
 --models-config        STUDIO_MODELS_CONFIG        ./models.yaml in public mode, else none
+--max-size-factor      STUDIO_MAX_SIZE_FACTOR      2 (image side at most 2x the primary's native size)
+--max-side             STUDIO_MAX_SIDE             1024 (image side in pixels, whatever the model)
+--max-upload-mp        STUDIO_MAX_UPLOAD_MP        16.8 (decoded megapixels per uploaded image)
 =====================  ==========================  ===============================================
 """
 from __future__ import annotations
@@ -54,6 +57,9 @@ class StudioConfig:
     preview_every: int = 0               # 0: about 10 previews per run
     threads: int | None = None           # torch CPU threads (None: torch's default)
     preload: bool = False                # load the default models in the background at start
+    max_size_factor: float = 2.0         # studio.limits.Limits: image side <= this x native size
+    max_side: int = 1024                 # ... and <= this many pixels
+    max_upload_megapixels: float = 16.8  # decoded pixels per uploaded image
     extra_engines: list = field(default_factory=list)  # (key, factory) pairs, e.g. for tests
     public: bool = False                 # public mode: offered models only, caps (studio/public.py)
     public_limits: object = None         # studio.public.PublicLimits (None: its defaults)
@@ -133,6 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-config", type=Path, default=_env("STUDIO_MODELS_CONFIG"),
                    help="models.yaml naming the default pair, more models, LoRAs and MccSTN weights "
                         "(default: ./models.yaml in public mode); env STUDIO_MODELS_CONFIG")
+    p.add_argument("--max-size-factor", type=float, default=float(_env("STUDIO_MAX_SIZE_FACTOR", default=2.0)),
+                   help="largest image side as a multiple of the primary model's native size; env "
+                        "STUDIO_MAX_SIZE_FACTOR")
+    p.add_argument("--max-side", type=int, default=int(_env("STUDIO_MAX_SIDE", default=1024)),
+                   help="largest image side in pixels, whatever the model; env STUDIO_MAX_SIDE")
+    p.add_argument("--max-upload-mp", type=float, default=float(_env("STUDIO_MAX_UPLOAD_MP", default=16.8)),
+                   help="largest uploaded image in decoded megapixels (checked from the file header before "
+                        "decoding); env STUDIO_MAX_UPLOAD_MP")
     return p
 
 
@@ -140,12 +154,17 @@ def config_from_args(argv: list[str] | None = None) -> StudioConfig:
     a = build_parser().parse_args(argv)
     if a.concurrency < 1:
         build_parser().error(f"--concurrency must be >= 1, got {a.concurrency}")
+    for flag in ("max_size_factor", "max_side", "max_upload_mp"):
+        v = getattr(a, flag)
+        if not v > 0 or v == float("inf"):
+            build_parser().error(f"--{flag.replace('_', '-')} must be a finite number > 0, got {v}")
     return StudioConfig(host=a.host, port=a.port or None, models_dir=Path(a.models_dir), device=a.device,
                         precision=a.precision,
                         memory_budget_gb=None if a.memory_budget_gb is None else float(a.memory_budget_gb),
                         concurrency=a.concurrency, mccstn_weights=a.mccstn_weights, share=a.share,
                         threads=int(a.threads) if a.threads else None, preload=not a.no_preload,
-                        **_public_settings(a))
+                        max_size_factor=a.max_size_factor, max_side=a.max_side,
+                        max_upload_megapixels=a.max_upload_mp, **_public_settings(a))
 
 
 def _public_settings(a) -> dict:

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from .gpu import StudioError, WorkSlots, friendly_error, is_oom
-from .models import resolve_model
+from .limits import Limits, whole_number
+from .models import geometry, resolve_model
 
 __all__ = ["FuseRequest", "Preview", "FuseOutcome", "FusionService"]
 
@@ -73,12 +74,14 @@ class FusionService:
 
     cache: a :class:`studio.cache.ModelCache`; slots: the shared :class:`studio.gpu.WorkSlots`;
     preview_every: decode a preview every this many steps (0: about ten per run, none for
-    runs of fewer than 4 steps).
+    runs of fewer than 4 steps); limits: the :class:`studio.limits.Limits` every request is
+    checked against before anything loads.
     """
 
-    def __init__(self, cache, slots: WorkSlots, preview_every: int = 0, policy=None):
+    def __init__(self, cache, slots: WorkSlots, preview_every: int = 0, policy=None, limits: Limits | None = None):
         self.cache, self.slots, self.preview_every = cache, slots, preview_every
         self.policy = policy  # studio.public.OpenPolicy / PublicPolicy: which models and caps (None: open)
+        self.limits = limits or Limits()
 
     # ---- the request ------------------------------------------------------------------------
     def _settings(self, req: FuseRequest, device_type: str):
@@ -114,9 +117,11 @@ class FusionService:
             check_mode(req.mode)
             if req.primary not in ("general", "expert"):
                 raise ValueError(f"primary must be 'general' or 'expert', got {req.primary!r}")
-            seed = int(req.seed)
-            if not 0 <= seed < 2 ** 63 or float(req.seed) != seed:
-                raise ValueError(f"seed must be a whole number in 0..2^63-1, got {req.seed!r}")
+            seed = whole_number(req.seed, "seed", 0, 2 ** 63 - 1)
+            whole_number(req.steps, "steps", 1, 1000)
+            geo = geometry(general if req.primary == "general" else expert)
+            for label in ("height", "width"):
+                self.limits.check_side(label, getattr(req, label), geo)
         except (ValueError, TypeError) as e:
             raise StudioError(str(e)) from None
 

@@ -85,7 +85,8 @@ def resolve_model(choice: str | None, path_box: str | None, role: str) -> Path:
     if not text:
         raise ValueError(f"{role} model: pick one, or type a path "
                          f"(a diffusers folder or a .safetensors/.ckpt file)")
-    p = Path(text).expanduser()
+    from .limits import check_model_path
+    p = Path(check_model_path(text, role)).expanduser()
     if not p.exists():
         hint = ""
         if p.resolve() in (TOY_GENERAL.resolve(), TOY_EXPERT.resolve()):

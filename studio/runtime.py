@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import replace
 
 from .cache import ModelCache
 from .config import StudioConfig
 from .engines import EngineRegistry
 from .fusion_service import FusionService
 from .gpu import WorkSlots
+from .limits import Limits
 
 
 class Studio:
@@ -18,6 +20,7 @@ class Studio:
     def __init__(self, config: StudioConfig | None = None):
         self.config = config or StudioConfig()
         self.slots = WorkSlots(self.config.concurrency)
+        self.limits = Limits.from_config(self.config)
         self._cache: ModelCache | None = None
         self._fusion: FusionService | None = None
         self._engines: EngineRegistry | None = None
@@ -29,6 +32,9 @@ class Studio:
             extra = c.space.diffusion_models() if c.space is not None else ()
             self.policy = PublicPolicy(c.models_dir, extra, c.public_limits)
             self.admission = Admission(self.policy.limits.max_queue)
+            lim = self.limits  # the public cap on upload pixels, if lower, is checked by studio.limits
+            self.limits = replace(lim, max_upload_megapixels=min(lim.max_upload_megapixels,
+                                                                 self.policy.limits.max_upload_mp))
         else:
             self.policy, self.admission = OpenPolicy(), Admission(None)
 
@@ -52,7 +58,8 @@ class Studio:
     @property
     def fusion(self) -> FusionService:
         if self._fusion is None:
-            self._fusion = FusionService(self.cache, self.slots, self.config.preview_every, self.policy)
+            self._fusion = FusionService(self.cache, self.slots, self.config.preview_every, self.policy,
+                                         self.limits)
         return self._fusion
 
     @property
