@@ -43,7 +43,7 @@ from fusion.sweep_store import SweepStore  # noqa: E402
 
 GRIDS = {
     "issue_example": dict(v1="400,600,800", kg="1", ke="1,3", mode="2", primary="general"),
-    "modes_1_2_both_primaries": dict(v1="300,500,700", kg="1", ke="1,3", mode="1,2", primary="general,expert"),
+    "modes_1_2_both_primaries": dict(v1="300,500,700", kg="1", ke="3", mode="1,2", primary="general,expert"),
     "mode_1_v1_sweep": dict(v1="100,200,300,400,500,600,700,800,900", kg="1", ke="3", mode="1", primary="general"),
 }
 METHODS = ("sweep", "one_by_one_cli", "one_by_one_fused")

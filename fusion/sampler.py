@@ -212,7 +212,9 @@ def sample_trajectories(
     """Run every trajectory from the same x_T with DDIM; return the final latents by name.
 
     share: compute an evaluation (same denoiser, same latent object, same embedding objects)
-        once for all trajectories that need it; latents that stay equal stay one object.
+        once for all trajectories that need it; latents that stay equal stay one object. Fused
+        trajectories with the same evaluations and blend settings blend once too (e.g. mode-2
+        sweep cells that differ only in v1 stay one run until the first of them switches).
     batch_trajectories: send every evaluation one denoiser needs at a step through it as one
         batch (fewer, larger calls: faster on GPUs; results equal up to float rounding).
     solver: a :class:`fusion.schedulers.SchedulerSolver` to step with instead of DDIM (its
@@ -271,14 +273,20 @@ def sample_trajectories(
                     unique[k] = ev
         results = _evaluate(list(unique.items()), t, n, batch_trajectories, cancel)
 
-        # 3. blend where fused, DDIM-update each trajectory (identical updates computed once)
-        new_latents, pred_x0, snb_out, updates = {}, {}, {}, {}
+        # 3. blend where fused, DDIM-update each trajectory (identical blends and updates computed once)
+        new_latents, pred_x0, snb_out, updates, blends = {}, {}, {}, {}, {}
         for tr in trajectories:
             evals = needs[tr.name]
             u_p, c_p = results[key(evals[0])]
             if tr.fuses_at(t):
                 u_s, c_s = results[key(evals[1])]
-                res = snb.blend(c_p, u_p, c_s, u_s, guidance_scale, tr.kg, tr.ke, own_uncond=tr.own_uncond)
+                settings = _blend_settings(tr)
+                bkey = (key(evals[0]), key(evals[1]), tuple(sorted(settings.items())))
+                res = blends.get(bkey) if share else None
+                if res is None:
+                    res = snb.blend(c_p, u_p, c_s, u_s, guidance_scale, **settings)
+                    if share:
+                        blends[bkey] = res
                 snb_out[tr.name] = res
                 eps = res.eps
                 ukey = (id(latents[tr.name]), id(res))
@@ -306,6 +314,13 @@ def sample_trajectories(
             stats.calls[d.name] = stats.calls.get(d.name, 0) + d.calls - c0
             stats.rows[d.name] = stats.rows.get(d.name, 0) + d.rows - r0
     return latents, stats
+
+
+def _blend_settings(tr: Trajectory) -> dict:
+    """The trajectory's keyword arguments of :func:`fusion.snb.blend` (besides the noises and the
+    guidance scale): the blend gets exactly these, and two fused trajectories with equal
+    evaluations and equal settings share one blend (and so stay one run)."""
+    return {"kg": tr.kg, "ke": tr.ke, "own_uncond": tr.own_uncond}
 
 
 def _evaluate(items: list[tuple[tuple, tuple]], t: int, n: int, batch: bool, cancel=None) -> dict[tuple, tuple]:

@@ -130,6 +130,19 @@ def test_mode1_prefix_is_computed_once_for_every_v1(tiny_pipe, tiny_dirs):
     assert sum(out.unet_calls.values()) < one_by_one
 
 
+def test_mode2_cells_differing_only_in_v1_stay_one_run_until_each_switches(tiny_pipe, tiny_dirs):
+    v1s = (200, 500, 800)
+    spec = spec_for(tiny_dirs, v1=",".join(map(str, v1s)), mode="2")
+    out = run_chunk(tiny_pipe, spec, Chunk(tuple(spec.axes.cells())))
+    # cells whose fuse decisions so far agree are in one state: one primary pass per distinct
+    # history, one secondary pass per distinct history that fuses now
+    flags = [[uses_snb(t, v1, 2) for t in ddim_timesteps(STEPS)] for v1 in v1s]
+    general = sum(len({tuple(f[:i]) for f in flags}) for i in range(STEPS))
+    expert = sum(len({tuple(f[:i]) for f in flags if f[i]}) for i in range(STEPS))
+    assert (out.unet_calls["general_unet"], out.unet_calls["expert_unet"]) == (general, expert)
+    assert general < len(v1s) * STEPS
+
+
 def test_secondary_share_is_the_mask_mean_over_snb_steps(tiny_pipe, tiny_dirs):
     spec = spec_for(tiny_dirs, v1="500", mode="0,2")
     [off, on] = sorted(run_chunk(tiny_pipe, spec, Chunk(tuple(spec.axes.cells()))).cells, key=lambda c: c.cell.mode)
