@@ -405,22 +405,27 @@ def build_app(config: StudioConfig | None = None, studio=None):
 def _image_upload(gr):
     """A ``gr.Image`` input that hands the handler the uploaded file's path (Gradio reads only
     its header; :func:`studio.limits.open_upload` checks the size before decoding) and says
-    clearly when a file is not an image."""
+    clearly when a file is not an image. (The check wraps the instance's ``preprocess``: a
+    subclass would make Gradio write an ``app.pyi`` stub next to this file.)"""
     from PIL import Image
 
-    class ImageUpload(gr.Image):
-        is_template = True  # the page shows it as a plain gr.Image
+    def make(**kw):
+        img = gr.Image(type="filepath", image_mode=None, **kw)
+        plain = img.preprocess
 
-        def preprocess(self, payload):
+        def preprocess(payload):
             try:
-                return super().preprocess(payload)
+                return plain(payload)
             except Image.DecompressionBombError:
-                raise gr.Error(f"{self.label}: the image has too many pixels", print_exception=False) from None
+                raise gr.Error(f"{img.label}: the image has too many pixels", print_exception=False) from None
             except (OSError, ValueError, SyntaxError):  # PIL cannot identify it
-                raise gr.Error(f"{self.label}: not an image file (use PNG, JPEG or WebP)",
+                raise gr.Error(f"{img.label}: not an image file (use PNG, JPEG or WebP)",
                                print_exception=False) from None
 
-    return lambda **kw: ImageUpload(type="filepath", image_mode=None, **kw)
+        img.preprocess = preprocess
+        return img
+
+    return make
 
 
 def _control_widget(gr, c):
