@@ -223,7 +223,7 @@ def load_model(
     if not path.exists():
         raise ModelLoadError(f"model path not found: {path}")
     if path.is_dir():
-        model = _load_folder(path)
+        model = _load_folder(path, variant="fp16" if dtype == torch.float16 else None)
     elif path.suffix in SINGLE_FILE_SUFFIXES:
         model = _load_single_file(path, Path(config_dir) if config_dir else SD1_CONFIG_DIR, use_ema)
     else:
@@ -263,7 +263,12 @@ def _load_tokenizer(folder: Path):
     return CLIPTokenizer.from_pretrained(str(tok_dir), local_files_only=True)
 
 
-def _weights_file(sub: Path, stems: tuple[str, ...]) -> Path:
+def _weights_file(sub: Path, stems: tuple[str, ...], variant: str | None = None) -> Path:
+    """The component's weights: ``<stem>.<variant>.safetensors`` (diffusers' variant naming) when
+    asked for and present, else the default ``<stem>.safetensors`` / ``.bin``."""
+    for stem in stems:
+        if variant and (sub / f"{stem}.{variant}.safetensors").is_file():
+            return sub / f"{stem}.{variant}.safetensors"
     for stem in stems:
         for ext in (".safetensors", ".bin"):
             p = sub / f"{stem}{ext}"
@@ -313,13 +318,13 @@ def _build(cls, config: dict, state_dict: dict, where: str, ignore: tuple[str, .
     return module
 
 
-def _load_component(folder: Path, sub: str, cls, stems: tuple[str, ...]) -> torch.nn.Module:
+def _load_component(folder: Path, sub: str, cls, stems: tuple[str, ...], variant: str | None = None) -> torch.nn.Module:
     from safetensors.torch import load_file
     cfg_path = folder / sub / "config.json"
     if not cfg_path.is_file():
         raise ModelLoadError(f"{folder}: missing {sub}/config.json")
     config = _read_json(cfg_path)
-    wpath = _weights_file(folder / sub, stems)
+    wpath = _weights_file(folder / sub, stems, variant)
     if wpath.suffix == ".safetensors":
         try:
             sd = load_file(str(wpath))
@@ -336,7 +341,10 @@ def _load_component(folder: Path, sub: str, cls, stems: tuple[str, ...]) -> torc
     return _build(cls, config, sd, str(wpath))
 
 
-def _load_folder(folder: Path) -> DiffusionModel:
+def _load_folder(folder: Path, variant: str | None = None) -> DiffusionModel:
+    """``variant="fp16"``: read the half-precision files where the folder has them (half the
+    bytes when the model is to run in fp16 anyway; by diffusers' convention they hold the same
+    weights rounded to fp16)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
     for sub in ("unet", "vae", "text_encoder", "tokenizer"):
@@ -344,9 +352,9 @@ def _load_folder(folder: Path) -> DiffusionModel:
             raise ModelLoadError(
                 f"{folder}: not a diffusers Stable Diffusion folder (missing {sub}/); expected "
                 f"model_index.json with unet/, vae/, text_encoder/, tokenizer/, scheduler/")
-    unet = _load_component(folder, "unet", UNet2DConditionModel, ("diffusion_pytorch_model",))
-    vae = _load_component(folder, "vae", AutoencoderKL, ("diffusion_pytorch_model",))
-    text_encoder = _load_component(folder, "text_encoder", CLIPTextModel, ("model", "pytorch_model"))
+    unet = _load_component(folder, "unet", UNet2DConditionModel, ("diffusion_pytorch_model",), variant)
+    vae = _load_component(folder, "vae", AutoencoderKL, ("diffusion_pytorch_model",), variant)
+    text_encoder = _load_component(folder, "text_encoder", CLIPTextModel, ("model", "pytorch_model"), variant)
     return DiffusionModel(name=folder.name, source=str(folder), unet=unet, vae=vae,
                           text_encoder=text_encoder, tokenizer=_load_tokenizer(folder),
                           scheduler_config=_scheduler_config(folder))

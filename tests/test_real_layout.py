@@ -147,3 +147,21 @@ def test_tiny_real_layout_file_fuses_with_a_folder_model(tiny_dirs, tmp_path):
     (r,) = pipe("a red circle", settings=FusionSettings(steps=3, n_samples=1, height=16, width=16), seeds=[3])
     img = r.images["fused"]
     assert img.shape == (1, 3, 16, 16) and torch.isfinite(img).all() and img.std() > 0.01
+
+
+@pytest.mark.parametrize("extra,match", [
+    ({"cond_stage_model.model.token_embedding.weight": torch.zeros(8, 4)}, "this is an SD 2.x checkpoint"),
+    ({"conditioner.embedders.1.model.token_embedding.weight": torch.zeros(8, 4)}, "this is an SDXL checkpoint"),
+], ids=["sd2", "sdxl"])
+def test_cli_refuses_another_family_before_sampling(tiny_dirs, tmp_path, capsys, extra, match):
+    from fusion.cli import main
+    _, sd = _tiny_ldm(tiny_dirs)
+    path = tmp_path / "other.safetensors"
+    save_file({**sd, **extra}, str(path))
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model0", str(path), "--model1", str(tiny_dirs["expert"]), "--config", str(tiny_dirs["general"]),
+              "--outdir", str(out), "--ddim_steps", "2", "--n_samples", "1", "--H", "16", "--W", "16", "--quiet"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"{path}: {match}" in err and err.count("error:") == 1
+    assert not out.exists() or not any(out.rglob("*.png"))

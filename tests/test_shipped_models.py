@@ -62,3 +62,18 @@ def test_shipped_models_fit_the_repository_budget():
         if f.is_file():
             unique[hashlib.sha256(f.read_bytes()).hexdigest()] = f.stat().st_size
     assert sum(unique.values()) < BUDGET_BYTES
+
+
+def test_project_loader_reads_the_fp16_files_for_an_fp16_model(monkeypatch):
+    import safetensors.torch as st
+    read = []
+    real_load = st.load_file
+    monkeypatch.setattr(st, "load_file", lambda p, *a, **k: read.append(Path(p).name) or real_load(p, *a, **k))
+    half = load_model(MODELS[0], device="cpu", dtype=torch.float16)
+    assert sorted(read) == ["diffusion_pytorch_model.fp16.safetensors"] * 2 + ["model.fp16.safetensors"]
+    read.clear()
+    full = load_model(MODELS[0], device="cpu")
+    assert "model.safetensors" in read and half.dtype == torch.float16
+    for sub in COMPONENT_STEMS:
+        a, b = getattr(half, sub).state_dict(), getattr(full, sub).state_dict()
+        assert all(torch.equal(a[k], b[k].half()) for k in a if a[k].is_floating_point()), sub
