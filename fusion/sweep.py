@@ -144,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model0", default=str(TOY_GENERAL), help="general model (as in python -m fusion)")
     p.add_argument("--model1", default=str(TOY_EXPERT), help="expert model (same family as model0)")
     p.add_argument("--config", default=None, help="config folder for single-file checkpoints")
+    p.add_argument("--lora0", default=None, help="LoRA file applied to the general model (model0)")
+    p.add_argument("--lora1", default=None, help="LoRA file applied to the expert (model1); model1 may be model0's path")
+    p.add_argument("--lora0_scale", type=float, default=1.0, help="strength of --lora0 (1 = as trained)")
+    p.add_argument("--lora1_scale", type=float, default=1.0, help="strength of --lora1 (1 = as trained)")
     p.add_argument("--negative_prompt", default="", help="unconditional prompt")
     p.add_argument("--prompt_routing", choices=("role", "model"), default="role",
                    help="fused run's prompt routing (as in python -m fusion)")
@@ -184,6 +188,28 @@ def _check_model(flag: str, value: str) -> str:
     return str(path)
 
 
+def _check_lora(flag: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    from .lora import LoraError, read_lora
+
+    try:
+        read_lora(value)  # a missing or non-LoRA file is named here, before any model loads
+    except LoraError as e:
+        raise ValueError(f"--{flag}: {e}") from None
+    return str(Path(value).expanduser())
+
+
+def recipe_for(spec: SweepSpec, args):
+    """How the workers load the pair (models, LoRAs, device, precision, threads)."""
+    from .lora import LoraSettings
+    from .sweep_exec import PipelineRecipe
+
+    lora = LoraSettings(spec.lora0, spec.lora1, spec.lora0_scale, spec.lora1_scale)
+    return PipelineRecipe(spec.model0, spec.model1, spec.config, args.device, args.precision, args.threads,
+                          lora=lora if lora.any else None)
+
+
 def spec_from_args(args) -> SweepSpec:
     """The sweep of a command line, fully checked (no model is loaded)."""
     from .cli import _default_prompt
@@ -194,7 +220,9 @@ def spec_from_args(args) -> SweepSpec:
                      sampler=args.sampler, guidance_scale=args.scale, height=args.H, width=args.W, n_samples=args.n_samples,
                      negative_prompt=args.negative_prompt, prompt_routing=args.prompt_routing,
                      own_uncond=args.own_uncond, model0=_check_model("model0", args.model0),
-                     model1=_check_model("model1", args.model1), config=args.config)
+                     model1=_check_model("model1", args.model1), config=args.config,
+                     lora0=_check_lora("lora0", args.lora0), lora1=_check_lora("lora1", args.lora1),
+                     lora0_scale=args.lora0_scale, lora1_scale=args.lora1_scale)
     spec.check(confirm_large=args.yes)
     if args.judge and any(v not in (None, 64) for v in (args.H, args.W)):
         raise ValueError("--judge reads 64x64 images (the toy world's size); drop --H/--W or set them to 64")
@@ -219,9 +247,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     spec = spec_from_args(args)  # 1. everything checked before any model loads
-    from .sweep_exec import LocalExecutor, PipelineRecipe
+    from .sweep_exec import LocalExecutor
 
-    recipe = PipelineRecipe(spec.model0, spec.model1, spec.config, args.device, args.precision, args.threads)
+    recipe = recipe_for(spec, args)
     bar = None
     if not args.quiet:
         from tqdm import tqdm

@@ -186,6 +186,7 @@ def run_chunk(pipe: FusionPipeline, spec: SweepSpec, chunk: Chunk, cancel=None,
 class PipelineRecipe:
     """How to load the model pair (picklable: Ray workers load their own copy from it).
 
+    lora: a :class:`fusion.lora.LoraSettings` (LoRAs applied at load time) or None.
     device None = cuda when available, else cpu; precision "auto" = fp16 on CUDA, fp32 on CPU;
     threads None = torch's default, except 1 on machines with <= 2 CPUs (as ``python -m fusion``).
     """
@@ -196,6 +197,7 @@ class PipelineRecipe:
     device: str | None = None
     precision: str = "auto"
     threads: int | None = None
+    lora: object = None  # fusion.lora.LoraSettings or None
 
     def load(self) -> FusionPipeline:
         import os
@@ -208,7 +210,7 @@ class PipelineRecipe:
         dtype = {"auto": default_dtype(device), "fp32": torch.float32, "fp16": torch.float16,
                  "bf16": torch.bfloat16}[self.precision]
         return FusionPipeline.from_paths(self.model0, self.model1, device=device, dtype=dtype,
-                                         config_dir=self.config)
+                                         config_dir=self.config, lora=self.lora)
 
 
 class LocalExecutor:

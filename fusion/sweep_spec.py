@@ -190,6 +190,10 @@ class SweepSpec:
     model0: str = ""
     model1: str = ""
     config: str | None = None
+    lora0: str | None = None
+    lora1: str | None = None
+    lora0_scale: float = 1.0
+    lora1_scale: float = 1.0
 
     def __post_init__(self):
         if self.prompt1 is None:
@@ -211,6 +215,9 @@ class SweepSpec:
             raise ValueError(f"--sampler: {e}") from None
         if not math.isfinite(float(self.guidance_scale)):
             raise ValueError(f"--scale must be a finite number, got {self.guidance_scale!r}")
+        for label in ("lora0_scale", "lora1_scale"):
+            if not math.isfinite(float(getattr(self, label))):
+                raise ValueError(f"--{label} must be a finite number, got {getattr(self, label)!r}")
         if not isinstance(self.n_samples, int) or self.n_samples < 1:
             raise ValueError(f"--n_samples must be an integer >= 1, got {self.n_samples!r}")
         for label, v in (("H", self.height), ("W", self.width)):
@@ -228,10 +235,11 @@ class SweepSpec:
     def fixed(self) -> dict:
         """Everything but the axes: two sweeps with equal ``fixed()`` can share an output folder."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "axes"}
-        for key in ("model0", "model1", "config"):
+        for key in ("model0", "model1", "config", "lora0", "lora1"):
             if out[key]:
                 out[key] = str(Path(out[key]).expanduser().resolve())
-        out["guidance_scale"] = float(out["guidance_scale"])
+        for key in ("guidance_scale", "lora0_scale", "lora1_scale"):
+            out[key] = float(out[key])
         return out
 
     def to_json(self) -> dict:

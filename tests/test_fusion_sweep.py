@@ -116,6 +116,24 @@ def test_cells_with_another_sampler_equal_their_one_cell_runs(tiny_pipe, tiny_di
         assert np.array_equal(co.images, to_uint8(alone.images["fused"])), co.cell.name
 
 
+def test_a_lora_expert_sweep_equals_its_one_cell_runs(tiny_dirs, tmp_path):
+    from fusion.lora import LoraSettings
+    from fusion.pipeline import FusionPipeline
+    from tests import lora_files as LF
+    lora = LF.save(LF.kohya_lora(rank=4, alpha=2.0, seed=3)[0], tmp_path / "expert.safetensors")
+    base = str(tiny_dirs["general"])
+    assert cli_at(base, base, tmp_path / "out", "--lora1", str(lora), "--lora1_scale", "0.7", "--v1", "300,700",
+                  "--mode", "1") == 0
+    pipe = FusionPipeline.from_paths(base, base, device="cpu", lora=LoraSettings(lora1=str(lora), lora1_scale=0.7))
+    spec = spec_for(tiny_dirs, v1="300,700", mode="1")
+    spec.steps = 3
+    spec.n_samples = 1
+    for c in spec.axes.cells():
+        [alone] = pipe(PROMPT, PROMPT1, cell_settings(spec, c), seeds=[SEED])
+        swept = np.asarray(Image.open(tmp_path / "out" / "cells" / f"{c.name}.png"))
+        assert np.array_equal(swept, to_uint8(alone.images["fused"])[0]), c.name
+
+
 def test_mode1_prefix_is_computed_once_for_every_v1(tiny_pipe, tiny_dirs):
     v1s = (200, 500, 800)
     spec = spec_for(tiny_dirs, v1=",".join(map(str, v1s)), mode="1")
@@ -203,10 +221,14 @@ def test_another_sweeps_folder_is_refused_untouched(tiny_pipe, tiny_dirs, tmp_pa
 
 
 # ---- command line ------------------------------------------------------------------------------
-def cli(tiny_dirs, out, *extra):
-    return main(["--model0", str(tiny_dirs["general"]), "--model1", str(tiny_dirs["expert"]), "--out", str(out),
+def cli_at(model0, model1, out, *extra):
+    return main(["--model0", str(model0), "--model1", str(model1), "--out", str(out),
                  "--prompt", PROMPT, "--prompt1", PROMPT1, "--seed", str(SEED), "--ddim_steps", "3",
                  "--H", "16", "--W", "16", "--quiet", *extra])
+
+
+def cli(tiny_dirs, out, *extra):
+    return cli_at(tiny_dirs["general"], tiny_dirs["expert"], out, *extra)
 
 
 def test_cli_as_the_issue_writes_it(tiny_dirs, tmp_path, capsys):
@@ -222,6 +244,7 @@ def test_cli_as_the_issue_writes_it(tiny_dirs, tmp_path, capsys):
     (["--mode", "1,4"], "--mode: '4' is not a mode"),
     (["--v1", ",".join(str(v) for v in range(300)), "--ke", "1"], "300 cells.*pass --yes"),
     (["--judge", "--H", "32"], "--judge reads 64x64"),
+    (["--lora1", "missing.safetensors"], "--lora1: LoRA file not found"),
 ])
 def test_cli_bad_input_fails_before_any_model_loads(tiny_dirs, tmp_path, capsys, monkeypatch, extra, says):
     import fusion.sweep_exec as ex
