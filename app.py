@@ -471,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         from studio.models import TOY_EXPERT, TOY_GENERAL, toy_models_present
         pair = (cfg.space.general, cfg.space.expert) if cfg.space and cfg.space.general else (TOY_GENERAL, TOY_EXPERT)
         if cfg.space and cfg.space.general or toy_models_present():
-            demo.gpu_calls.preload([pair])
+            demo.gpu_calls.preload([pair], models=cfg.space.models if cfg.space else ())
     elif cfg.preload:
         demo.studio.preload_in_background()
     launch(demo, cfg)

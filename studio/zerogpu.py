@@ -144,9 +144,12 @@ class GpuCalls:
         with self.studio.admission.ticket():
             return task(engine, content, style, controls)
 
-    def preload(self, pairs) -> None:
-        """Load each (general, expert) pair and build its pipeline now, in this process: on ZeroGPU
-        that is before ``launch`` (the models are packed for the workers at start-up); elsewhere
-        the app may do it in the background instead."""
+    def preload(self, pairs, models=()) -> None:
+        """Load each (general, expert) pair and build its pipeline, and each further model, now,
+        in this process: on ZeroGPU that is before ``launch`` (the models are packed for the
+        workers at start-up; one first loaded inside a GPU call would be lost with its worker);
+        elsewhere the app may do it in the background instead."""
         for general, expert in pairs:
             self.studio.cache.pipeline(general, expert)
+        for m in models:
+            self.studio.cache.get(m)

@@ -185,3 +185,28 @@ def test_app_wraps_its_model_calls_and_preloads(monkeypatch, stub_spaces, tiny_d
     demo.gpu_calls.preload([(tiny_dirs["general"], tiny_dirs["expert"])])
     pipe = demo.studio.cache.pipeline(tiny_dirs["general"], tiny_dirs["expert"])
     assert demo.studio.cache.loads == 2 and "compile" not in pipe.optimizations
+
+
+def test_previews_stream_through_the_launched_app(monkeypatch, stub_spaces, tiny_dirs):
+    """Through Gradio and a real client: the wrapped fusion still streams previews, then the result."""
+    import time
+
+    from gradio_client import Client
+
+    import app as studio_app
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    cfg = StudioConfig(device="cpu", memory_budget_gb=1.0, threads=1, port=None, preview_every=1,
+                       style_model=tiny_dirs["general"])
+    demo = studio_app.build_app(cfg)
+    _, url, _ = studio_app.launch(demo, cfg, prevent_thread_lock=True, quiet=True)
+    try:
+        job = Client(url, verbose=False).submit(
+            api_name="/fuse", general=str(tiny_dirs["general"]), expert=str(tiny_dirs["expert"]), steps=6,
+            height=16, width=16, prompt="a red circle", prompt1="a red circle", seed=3)
+        final = job.result(timeout=120)
+        outputs = job.outputs()
+        assert len(outputs) >= 3 and final[10].startswith("Done")          # previews, then the result
+        assert [n for n, _ in stub_spaces.calls] == ["_fuse_in_worker"]
+    finally:
+        demo.close()
+        time.sleep(0.1)
