@@ -20,11 +20,12 @@ from pathlib import Path
 
 from .gpu import StudioError
 
-__all__ = ["PublicLimits", "PublicPolicy", "OpenPolicy", "Admission", "MODEL_REFUSED", "BUSY",
+__all__ = ["PublicLimits", "PublicPolicy", "OpenPolicy", "Admission", "MODEL_REFUSED", "LORA_REFUSED", "BUSY",
            "public_requested"]
 
 #: the only answer to a model name the public app does not offer ({role}: General / Expert)
 MODEL_REFUSED = "{role} model: not one of the models this app offers; pick one from the list."
+LORA_REFUSED = "{role} LoRA: not one of the LoRAs this app offers; pick one from the list."
 BUSY = ("The app is busy: {held} requests are running or waiting, the most it holds. "
         "Please try again in a minute.")
 
@@ -86,6 +87,10 @@ class OpenPolicy:
     def offers(self, path) -> bool:
         return True
 
+    def resolve_lora(self, choice, path_box, role):
+        from .models import resolve_lora
+        return resolve_lora(choice, path_box, role)
+
     def check_fuse(self, req) -> None:
         return None
 
@@ -105,8 +110,9 @@ class PublicPolicy(OpenPolicy):
 
     public = True
 
-    def __init__(self, models_dir, extra=(), limits: PublicLimits | None = None):
+    def __init__(self, models_dir, extra=(), limits: PublicLimits | None = None, loras=()):
         self.models_dir, self.extra = models_dir, tuple(Path(p) for p in extra)
+        self.loras = tuple(Path(p) for p in loras)
         self.limits = limits or PublicLimits()
 
     def offered(self) -> list[Path]:
@@ -125,6 +131,21 @@ class PublicPolicy(OpenPolicy):
         if not self.offers(text):
             raise ValueError(MODEL_REFUSED.format(role=role))
         return super().resolve_model(text, "", role)  # an offered model that is missing says how to get it
+
+    def offered_loras(self) -> list[Path]:
+        from . import models
+        found = [Path(c.path) for c in models.discover_loras(self.models_dir)] if hasattr(models, "discover_loras") else []
+        return found + [p for p in self.loras if p not in found]
+
+    def resolve_lora(self, choice, path_box, role):
+        text = (path_box or "").strip() or (choice or "").strip()
+        if not text:
+            return None
+        offered = {_norm(p) for p in self.offered_loras()}
+        offered |= {_norm(p.parent) for p in self.offered_loras() if p.name == "pytorch_lora_weights.safetensors"}
+        if len(text) > 1024 or _norm(text) not in offered:
+            raise ValueError(LORA_REFUSED.format(role=role))
+        return super().resolve_lora(text, "", role)
 
     def check_fuse(self, req) -> None:
         lim = self.limits

@@ -30,7 +30,8 @@ class Studio:
         c = self.config
         if c.public:  # public mode: offered models only, caps, a bounded number of requests held
             extra = c.space.diffusion_models() if c.space is not None else ()
-            self.policy = PublicPolicy(c.models_dir, extra, c.public_limits)
+            self.policy = PublicPolicy(c.models_dir, extra, c.public_limits,
+                                       loras=tuple(c.space.loras.values()) if c.space is not None else ())
             self.admission = Admission(self.policy.limits.max_queue)
             lim = self.limits  # the public cap on upload pixels, if lower, is checked by studio.limits
             self.limits = replace(lim, max_upload_megapixels=min(lim.max_upload_megapixels,

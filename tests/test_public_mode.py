@@ -260,3 +260,15 @@ def test_limits_from_models_yaml_checked(values, message):
     with pytest.raises(ValueError, match=message):
         PublicLimits.from_mapping(values)
     assert PublicLimits.from_mapping({"max_steps": 30}).max_steps == 30
+
+
+def test_upload_pixels_capped_before_decoding(app, tmp_path):
+    """A small file that decodes to more pixels than the public cap (4.2 MP) is refused by name."""
+    bomb = tmp_path / "bomb.png"
+    Image.new("RGB", (2100, 2100), (10, 200, 30)).save(bomb, optimize=True)   # 4.41 MP in ~17 KB
+    assert bomb.stat().st_size < LIMITS.max_upload_mb * 2 ** 20
+    small = tmp_path / "small.png"
+    Image.new("RGB", (16, 16), (200, 0, 0)).save(small)
+    msg = error_of(lambda: app[1].predict(handle_file(str(bomb)), handle_file(str(small)), "slow",
+                                         api_name="/stylize"))
+    assert "Content: 2100x2100 is 4.4 megapixels, more than this app's 4.2" in msg, msg
