@@ -112,13 +112,16 @@ def _same(a, b):
 
 
 @pytest.mark.parametrize("fmt,dtype", [("safetensors", torch.float32), ("ckpt", torch.float32),
-                                       ("safetensors", torch.float16), ("ckpt", torch.bfloat16)])
+                                       ("flat.ckpt", torch.float32), ("safetensors", torch.float16),
+                                       ("ckpt", torch.bfloat16)])
 def test_tiny_real_layout_file_loads_to_the_same_weights(tiny_dirs, tmp_path, fmt, dtype):
     ref, sd = _tiny_ldm(tiny_dirs, ema_from_expert=True)
     sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
     path = tmp_path / f"real.{fmt}"
     if fmt == "safetensors":
         save_file(sd, str(path))
+    elif fmt == "flat.ckpt":
+        torch.save(sd, path)
     else:
         torch.save({"state_dict": sd, "global_step": 470000}, path)
     m = load_model(path, device="cpu", config_dir=tiny_dirs["general"])
