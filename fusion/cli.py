@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model0", default=str(TOY_GENERAL),
                    help="general model: a diffusers folder or a single .safetensors/.ckpt (SD 1.x layout)")
     p.add_argument("--model1", default=str(TOY_EXPERT), help="expert model (same family as model0)")
+    p.add_argument("--lora0", default=None,
+                   help="LoRA file applied to model0 (diffusers/peft or kohya .safetensors); e.g. --model0 BASE "
+                        "--model1 BASE --lora1 style.safetensors fuses a base model with its own LoRA (one UNet held)")
+    p.add_argument("--lora1", default=None, help="LoRA file applied to model1")
+    p.add_argument("--lora0_scale", type=float, default=1.0, help="strength of --lora0 (1.0 = as trained)")
+    p.add_argument("--lora1_scale", type=float, default=1.0, help="strength of --lora1 (1.0 = as trained)")
     p.add_argument("--config", default=None,
                    help="config folder (diffusers layout) for single-file checkpoints; default: the shipped SD 1.x configs")
     p.add_argument("--outdir", default="outputs/txt2img-samples", help="output folder")
@@ -157,6 +163,17 @@ def _read_prompts(args) -> list[tuple[str, str]]:
     return [(prompt, prompt if args.prompt1 is None else args.prompt1)]
 
 
+def _lora_settings(args):
+    """--lora0/--lora1 and their scales, each file read and checked (kind, family) before any model loads."""
+    from .lora import LoraSettings, read_lora
+    lora = LoraSettings(args.lora0, args.lora1, args.lora0_scale, args.lora1_scale)
+    for i in (0, 1):
+        path, _ = lora.side(i)
+        if path is not None:
+            read_lora(path)
+    return lora
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -190,6 +207,7 @@ def _run(args) -> int:
         if not is_model_source(path):
             raise ValueError(f"--{flag}: {path} is not a model: expected a diffusers folder "
                              f"(model_index.json) or a .safetensors/.ckpt file")
+    lora = _lora_settings(args)
     pairs = _read_prompts(args)
     seeds = _seeds(args.seed, args.n_iter)
     which = tuple(args.only) if args.only else ("general", "expert", "fused")
@@ -216,7 +234,8 @@ def _run(args) -> int:
     device = torch.device(args.device) if args.device else default_device()
     dtype = {"auto": default_dtype(device), "fp32": torch.float32, "fp16": torch.float16,
              "bf16": torch.bfloat16}[args.precision]
-    pipe = FusionPipeline.from_paths(args.model0, args.model1, device=device, dtype=dtype, config_dir=args.config)
+    pipe = FusionPipeline.from_paths(args.model0, args.model1, device=device, dtype=dtype, config_dir=args.config,
+                                     lora=lora)
     settings = FusionSettings(
         fusion_selection=sel, mode=mode, primary="expert" if args.expert_primary else "general",
         steps=args.ddim_steps, sampler=args.sampler, guidance_scale=args.scale, height=args.H, width=args.W,

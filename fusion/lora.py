@@ -303,14 +303,14 @@ def _alphas(alphas: dict | None, prefix: str) -> dict | None:
 
 
 def load_models(model0: str | os.PathLike, model1: str | os.PathLike, lora: LoraSettings | None = None,
-                loader: Callable = load_model, **load_kwargs) -> tuple[DiffusionModel, DiffusionModel]:
+                loader: Callable | None = None, **load_kwargs) -> tuple[DiffusionModel, DiffusionModel]:
     """Load both sides, reading a base model once when both paths name it, and apply the LoRAs.
 
     Returns (general, expert), both :class:`LoraModel` views when any LoRA is given (the side
     without one runs with adapters disabled). With one base path the two views share one UNet, VAE and text
     encoder (the text encoder is copied only for a LoRA with text-encoder keys). Every LoRA file is
     read and checked against its model before anything is injected."""
-    lora = lora or LoraSettings()
+    lora, loader = lora or LoraSettings(), loader or load_model
     (p0, s0), (p1, s1) = lora.side(0), lora.side(1)
     for p in (p0, p1):
         if p is not None:

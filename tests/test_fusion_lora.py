@@ -216,3 +216,29 @@ def test_missing_and_non_lora_files_are_named(tmp_path):
 def test_lora_settings_reject_a_non_number_scale():
     with pytest.raises(ValueError, match="lora1_scale"):
         LoraSettings(lora1="x.safetensors", lora1_scale="strong").side(1)
+
+
+# ---- command line ----------------------------------------------------------------------------------------------
+CLI_FAST = ["--ddim_steps", "2", "--n_samples", "1", "--quiet", "--fusion_selection", "0,1,1", "--skip_grid"]
+
+
+def test_cli_fuses_a_base_model_with_its_own_lora(base, peft_file, tmp_path, capsys):
+    from fusion.cli import main
+
+    out = tmp_path / "o"
+    assert main(["--model0", str(base), "--model1", str(base), "--lora1", str(peft_file), "--lora1_scale", "0.8",
+                 "--outdir", str(out), *CLI_FAST]) == 0
+    for sub in ("general_model_0", "expert_model_0", "fusion_ge_2"):
+        assert list((out / sub).rglob("*.jpg")), sub
+
+
+def test_cli_bad_lora_is_one_error_before_any_model_loads(base, tmp_path, capsys, monkeypatch):
+    from fusion import cli, lora
+
+    bad = LF.save(_lycoris("loha"), tmp_path / "loha.safetensors")
+    monkeypatch.setattr(lora, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--model0", str(base), "--model1", str(base), "--lora1", str(bad),
+                  "--outdir", str(tmp_path / "o"), *CLI_FAST])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and str(bad) in err and "LoHa" in err
