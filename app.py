@@ -67,8 +67,8 @@ def build_app(config: StudioConfig | None = None, studio=None):
     from studio.engines import control_param
     from studio.fusion_service import FuseRequest
     from studio.gpu import StudioError
-    from studio.models import (SIZE_LIMITS, TOY_EXPERT, TOY_GENERAL, discover, geometry, missing_toy_message,
-                               toy_models_present)
+    from studio.models import (SIZE_LIMITS, TOY_EXPERT, TOY_GENERAL, discover, discover_loras, geometry,
+                               missing_toy_message, toy_models_present)
     from studio.limits import check_model_path, open_upload
     from studio.runtime import Studio
     from studio.zerogpu import GpuCalls, load_spaces
@@ -95,13 +95,17 @@ def build_app(config: StudioConfig | None = None, studio=None):
                         (f"{TOY_EXPERT.name} (embedded toy cartoon expert, missing)", default_expert)] + choice_pairs
     geo = geometry(default_general)
     upload = _image_upload(gr)
+
+    def lora_pairs():
+        return [("(no LoRA)", "")] + [(c.label, c.path) for c in discover_loras(cfg.models_dir)]
     mode_choices = [(MODE_HELP[m], m) for m in (0, 1, 2)]
     recipe = ex.FUSION_EXAMPLES[0]
 
     # ---- handlers ---------------------------------------------------------------------------
     def fuse(general, expert, general_path, expert_path, primary, prompt, prompt1, negative_prompt, seed,
-             steps, guidance, height, width, fusion_selection, mode, progress=gr.Progress(),
-             request: gr.Request = None):
+             steps, guidance, height, width, fusion_selection, mode, general_lora="", expert_lora="",
+             general_lora_path="", expert_lora_path="", general_lora_scale=1.0, expert_lora_scale=1.0,
+             progress=gr.Progress(), request: gr.Request = None):
         """Run a fusion; stream previews; return general, expert and fused images, the
         before/after pair, and the saliency view of the first captured SNB step."""
         from fusion.sampler import Cancelled
@@ -111,7 +115,10 @@ def build_app(config: StudioConfig | None = None, studio=None):
                           seed=seed if seed is not None else 0, steps=1 if steps is None else steps,
                           guidance=float(guidance if guidance is not None else 7.5),
                           height=height or None, width=width or None,  # checked by the service (studio.limits)
-                          fusion_selection=fusion_selection or "", mode=int(mode if mode is not None else 2))
+                          fusion_selection=fusion_selection or "", mode=int(mode if mode is not None else 2),
+                          general_lora=general_lora or "", expert_lora=expert_lora or "",
+                          general_lora_path_box=general_lora_path or "", expert_lora_path_box=expert_lora_path or "",
+                          general_lora_scale=general_lora_scale, expert_lora_scale=expert_lora_scale)
         cancel = rt.new_cancel(_session(request), "fuse")
         skip = gr.skip()
         progress(0, desc="loading models / waiting for a free slot")
@@ -189,9 +196,11 @@ def build_app(config: StudioConfig | None = None, studio=None):
         return (gr.update(minimum=lo, maximum=hi, step=g.step, value=value),
                 gr.update(minimum=lo, maximum=hi, step=g.step, value=value))
 
-    def refresh_models(general, expert):
+    def refresh_models(general, expert, general_lora, expert_lora):
         cs = model_choices()
-        return gr.update(choices=cs, value=general), gr.update(choices=cs, value=expert), rt.describe()
+        ls = lora_pairs()
+        return (gr.update(choices=cs, value=general), gr.update(choices=cs, value=expert),
+                gr.update(choices=ls, value=general_lora), gr.update(choices=ls, value=expert_lora), rt.describe())
 
     def fuse_example(prompt, prompt1, selection, mode, primary, seed, steps, guidance):
         """An example's final images (cached at start-up in public mode)."""
@@ -231,6 +240,20 @@ def build_app(config: StudioConfig | None = None, studio=None):
                                                       max_lines=1, elem_id="general_path")
                             expert_path = gr.Textbox("", label="…or expert model path", placeholder="folder or .safetensors/.ckpt",
                                                      max_lines=1, elem_id="expert_path")
+                        with gr.Accordion("LoRA (optional): from models/loras/ or a path", open=False):
+                            with gr.Row():
+                                general_lora = gr.Dropdown(lora_pairs(), value="", label="General LoRA",
+                                                           allow_custom_value=True, elem_id="general_lora")
+                                expert_lora = gr.Dropdown(lora_pairs(), value="", label="Expert LoRA",
+                                                          allow_custom_value=True, elem_id="expert_lora")
+                            with gr.Row(visible=not public):  # public mode: no path boxes
+                                general_lora_path = gr.Textbox("", label="…or general LoRA path", max_lines=1,
+                                                               placeholder=".safetensors", elem_id="general_lora_path")
+                                expert_lora_path = gr.Textbox("", label="…or expert LoRA path", max_lines=1,
+                                                              placeholder=".safetensors", elem_id="expert_lora_path")
+                            with gr.Row():
+                                general_lora_scale = gr.Slider(0, 2, value=1.0, step=0.05, label="General LoRA scale")
+                                expert_lora_scale = gr.Slider(0, 2, value=1.0, step=0.05, label="Expert LoRA scale")
                         with gr.Row():
                             primary = gr.Radio([("General model", "general"), ("Expert model", "expert")],
                                                value="general", label="Primary model",
@@ -338,7 +361,8 @@ def build_app(config: StudioConfig | None = None, studio=None):
 
         # ---- events (every one with a stable api_name) --------------------------------------
         fuse_inputs = [general, expert, general_path, expert_path, primary, prompt, prompt1, negative, seed,
-                       steps, guidance, height, width, selection, mode]
+                       steps, guidance, height, width, selection, mode, general_lora, expert_lora,
+                       general_lora_path, expert_lora_path, general_lora_scale, expert_lora_scale]
         fuse_outputs = [out_general, out_expert, out_fused, compare, sal_p, sal_s, sal_m, share_plot, step,
                         step_caption, status, trace_state]
         fuse_evt = run.click(fuse, fuse_inputs, fuse_outputs, api_name="fuse", concurrency_id="gpu",
@@ -363,7 +387,8 @@ def build_app(config: StudioConfig | None = None, studio=None):
               geo_inputs, [height, width], api_name="model_geometry", show_progress="hidden", queue=False)
         demo.load(model_geometry, geo_inputs, [height, width], api_name="initial_geometry",
                   api_visibility="undocumented", show_progress="hidden", queue=False)
-        refresh.click(refresh_models, [general, expert], [general, expert, runtime_md], api_name="refresh_models")
+        refresh.click(refresh_models, [general, expert, general_lora, expert_lora],
+                      [general, expert, general_lora, expert_lora, runtime_md], api_name="refresh_models")
         runtime_btn.click(lambda: rt.describe(), None, runtime_md, api_name="runtime_status", queue=False)
 
         # ---- style tab events ------------------------------------------------------------------

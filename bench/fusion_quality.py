@@ -21,6 +21,8 @@ separate development seeds and prints it, which is how those settings were chose
     python bench/fusion_quality.py                 # full run, writes bench/results/fusion_quality.*
     python bench/fusion_quality.py --quick         # 8 prompts x 1 seed, no files written
     python bench/fusion_quality.py --tune          # the settings grid on dev seeds
+    python bench/fusion_quality.py --model1 assets/models/toy-general \
+        --lora1 assets/models/toy-cartoon-lora --tag lora   # the expert as a LoRA on the general model
 """
 from __future__ import annotations
 
@@ -208,11 +210,16 @@ def main(argv=None):
     p.add_argument("--grid", default="", help='with --tune: "primary:mode:v1,kg,ke;..."')
     p.add_argument("--limit", type=int, default=0, help="only the first N prompts (plumbing checks)")
     p.add_argument("--seeds", default="", help="comma-separated seeds instead of the prompt file's")
+    p.add_argument("--lora1", default=None, help="LoRA applied to model1 (e.g. the toy cartoon LoRA on toy-general)")
+    p.add_argument("--lora1_scale", type=float, default=1.0)
+    p.add_argument("--tag", default="", help="results go to fusion_quality_<tag>.* (default: fusion_quality.*)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     spec = load_prompt_set(a.prompts)
     judge = load_judge(a.judge)
-    pipe = FusionPipeline.from_paths(a.model0, a.model1, device="cpu", dtype=torch.float32)
+    from fusion.lora import LoraSettings
+    pipe = FusionPipeline.from_paths(a.model0, a.model1, device="cpu", dtype=torch.float32,
+                                     lora=LoraSettings(lora1=a.lora1, lora1_scale=a.lora1_scale))
     items = spec["prompts"]
     if a.tune:
         return tune(pipe, judge, spec, a.grid)
@@ -242,19 +249,21 @@ def main(argv=None):
         if a.limit or a.seeds:
             print("(partial run: results not representative)")
         out.mkdir(parents=True, exist_ok=True)
-        with open(out / "fusion_quality.csv", "w", newline="") as f:
+        stem = f"fusion_quality_{a.tag}" if a.tag else "fusion_quality"
+        with open(out / f"{stem}.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(records[0]))
             w.writeheader()
             w.writerows(records)
-        (out / "fusion_quality.json").write_text(json.dumps(dict(
+        (out / f"{stem}.json").write_text(json.dumps(dict(
             summary=summary, by_family=fams, seconds_per_image=secs, settings=settings,
             n_prompts=len(items), seeds=seeds, samples_per_seed=n_samples, models=[a.model0, a.model1], judge=a.judge,
+            lora1=a.lora1, lora1_scale=a.lora1_scale if a.lora1 else None,
             date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), threads=a.threads,
             contact_sheet="rows: first sample of each prompt; columns general / expert / fused / mask, the mean over "
                           "the SNB steps of M (1 = the secondary model's noise was used; with the expert as primary "
                           "the secondary is the general model)"), indent=2))
-        contact_sheet(rows, out / "fusion_quality.png")
-        print(f"wrote {out}/fusion_quality.csv, .json, .png")
+        contact_sheet(rows, out / f"{stem}.png")
+        print(f"wrote {out}/{stem}.csv, .json, .png")
     return summary
 
 

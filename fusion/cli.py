@@ -164,13 +164,14 @@ def _read_prompts(args) -> list[tuple[str, str]]:
 
 
 def _lora_settings(args):
-    """--lora0/--lora1 and their scales, each file read and checked (kind, family) before any model loads."""
-    from .lora import LoraSettings, read_lora
+    """--lora0/--lora1 and their scales (the files are read and checked by the loader, before any
+    model loads)."""
+    from .lora import LoraSettings
     lora = LoraSettings(args.lora0, args.lora1, args.lora0_scale, args.lora1_scale)
     for i in (0, 1):
         path, _ = lora.side(i)
-        if path is not None:
-            read_lora(path)
+        if path is not None and not Path(path).expanduser().exists():
+            raise ValueError(f"--lora{i}: LoRA file not found: {path}")
     return lora
 
 

@@ -26,6 +26,7 @@ sampler shares and batches evaluations by denoiser identity, so the two sides ne
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import weakref
 from dataclasses import dataclass, fields
@@ -38,7 +39,7 @@ from .loading import DiffusionModel, ModelLoadError, load_model, read_state_dict
 from .sampler import UNetDenoiser
 
 __all__ = ["LoraError", "LoraSettings", "LoraFile", "LoraModel", "read_lora", "check_lora", "apply_lora",
-           "load_models", "denoiser_for", "AdapterSwitch", "LORA_SUFFIXES"]
+           "load_models", "attach_loras", "adapter_name_for", "denoiser_for", "AdapterSwitch", "LORA_SUFFIXES"]
 
 LORA_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 #: cross-attention (text) widths of the latent-diffusion families, for error messages
@@ -92,6 +93,7 @@ class LoraFile:
     text_encoder: dict
     network_alphas: dict | None
     kind: str
+    metadata: dict | None = None  # the LoraConfig diffusers stores in a file's header (rank, alpha, ...)
 
     def state_dict(self) -> dict:
         """All keys with their component prefix, for diffusers' ``load_lora_into_*``."""
@@ -144,8 +146,29 @@ def read_lora(path: str | os.PathLike) -> LoraFile:
     if stray:
         raise LoraError(f"{path}: {len(stray)} key(s) that are not SD 1.x UNet/text-encoder LoRA weights, "
                         f"e.g. {stray[:3]}")
-    return LoraFile(path=path, unet=_unet_peft(sd), text_encoder=_te_peft(sd), network_alphas=alphas or None,
-                    kind="kohya" if kohya else "diffusers")
+    lora = LoraFile(path=path, unet=_unet_peft(sd), text_encoder=_te_peft(sd), network_alphas=alphas or None,
+                    kind="kohya" if kohya else "diffusers", metadata=None if alphas else _header_config(path))
+    odd = [k for part in (lora.unet, lora.text_encoder) for k in part if ".lora_A." not in k and ".lora_B." not in k]
+    if odd:
+        raise LoraError(f"{path}: {len(odd)} tensor(s) in a layout diffusers would silently drop, e.g. {odd[:3]}")
+    return lora
+
+
+def _header_config(path: Path) -> dict | None:
+    """The adapter configs diffusers' ``save_lora_weights`` writes into a .safetensors header
+    (``lora_adapter_metadata``: per component, the LoraConfig with its alpha): without them a
+    file's alpha would be taken equal to its rank."""
+    if path.suffix != ".safetensors":
+        return None
+    import json
+    from diffusers.loaders.lora_base import LORA_ADAPTER_METADATA_KEY
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f:
+        raw = (f.metadata() or {}).get(LORA_ADAPTER_METADATA_KEY)
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        raise LoraError(f"{path}: unreadable {LORA_ADAPTER_METADATA_KEY} in the file header") from None
 
 
 def _refuse_kinds(path: Path, raw: dict) -> None:
@@ -180,11 +203,13 @@ def _refuse_families(path: Path, raw: dict) -> None:
 
 
 def _unet_peft(sd: dict) -> dict:
+    """Every key to peft naming, one by one: diffusers' trainers save with
+    ``convert_state_dict_to_diffusers``, which renames attention keys to ``.lora.down`` but leaves
+    ResNet/conv keys as ``.lora_A``; diffusers' loader looks at the first key only and would drop
+    the other half."""
     from diffusers.utils import convert_unet_state_dict_to_peft
     part = {k[len("unet."):]: v for k, v in sd.items() if k.startswith("unet.")}
-    if part and not any("lora_A" in k for k in part):
-        part = convert_unet_state_dict_to_peft(part)
-    return part
+    return convert_unet_state_dict_to_peft(part) if part else {}
 
 
 def _te_peft(sd: dict) -> dict:
@@ -202,6 +227,12 @@ def _targets(part: dict) -> dict[str, dict[str, torch.Tensor]]:
     return out
 
 
+def _base_module(modules: dict, name: str) -> torch.nn.Module:
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    m = modules[name]
+    return m.get_base_layer() if isinstance(m, BaseTunerLayer) else m  # a UNet already carrying an adapter
+
+
 def _check_part(path: Path, label: str, part: dict, module: torch.nn.Module, context_width: int | None) -> None:
     modules = dict(module.named_modules())
     if label == "text encoder" and not hasattr(module, "text_model"):
@@ -211,20 +242,28 @@ def _check_part(path: Path, label: str, part: dict, module: torch.nn.Module, con
     if missing:
         raise LoraError(f"{path}: {len(missing)} of its {len(targets)} {label} target layer(s) do not exist in "
                         f"this model, e.g. {missing[:3]}")
+    if context_width:  # the family first: a cross-attention k/v reads the text width it was trained for
+        for name, ab in targets.items():
+            m = _base_module(modules, name)
+            a = ab.get("lora_A")
+            if name.endswith(("attn2.to_k", "attn2.to_v")) and a is not None and a.ndim == 2 \
+                    and isinstance(m, torch.nn.Linear) and a.shape[1] != m.in_features:
+                w = int(a.shape[1])
+                raise LoraError(f"{path}: made for {w}-dim cross-attention ({FAMILY_WIDTHS.get(w, 'another family')}); "
+                                f"this model's is {m.in_features} (SD 1.x: 768), at {name}")
     for name, ab in targets.items():
-        m = modules[name]
+        m = _base_module(modules, name)
         if not isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
             raise LoraError(f"{path}: {label} target {name} is a {type(m).__name__}, not a Linear/Conv2d layer")
-        fan_in = m.in_features if isinstance(m, torch.nn.Linear) else m.in_channels
-        fan_out = m.out_features if isinstance(m, torch.nn.Linear) else m.out_channels
+        conv = isinstance(m, torch.nn.Conv2d)
+        fan_in, fan_out = (m.in_channels, m.out_channels) if conv else (m.in_features, m.out_features)
         a, b = ab.get("lora_A"), ab.get("lora_B")
         if a is None or b is None:
             raise LoraError(f"{path}: {label} target {name} has only one of its two LoRA matrices")
+        if a.ndim != (4 if conv else 2):
+            raise LoraError(f"{path}: {label} target {name} is a {type(m).__name__} here, the LoRA's matrix for it "
+                            f"has {a.ndim} dims (a LoRA for another model or family, e.g. SD 2.x's linear proj_in)")
         if a.shape[1] != fan_in or b.shape[0] != fan_out:
-            if context_width and name.endswith(("attn2.to_k", "attn2.to_v")) and a.shape[1] != fan_in:
-                w = int(a.shape[1])
-                raise LoraError(f"{path}: made for {w}-dim cross-attention ({FAMILY_WIDTHS.get(w, 'another family')}); "
-                                f"this model's is {context_width} (SD 1.x: 768), at {name}")
             raise LoraError(f"{path}: {label} target {name} takes {fan_in} -> {fan_out}, the LoRA has "
                             f"{a.shape[1]} -> {b.shape[0]} (a LoRA for another model or family)")
 
@@ -258,33 +297,61 @@ def view(model: DiffusionModel, **changes) -> LoraModel:
     return LoraModel(**{**values, **changes})
 
 
-def apply_lora(model: DiffusionModel, path: str | os.PathLike, scale: float = 1.0,
-               adapter_name: str = "lora") -> LoraModel:
-    """Inject the LoRA at ``path`` into ``model.unet`` as peft adapter ``adapter_name`` (in place:
-    other views of this UNet keep running without it) and return the view that runs with it.
-    Text-encoder keys go into a copy of the text encoder owned by the returned view."""
+def adapter_name_for(path: str | os.PathLike, scale: float) -> str:
+    """A peft adapter name that stands for this file (path, size, mtime) at this scale: a UNet that
+    already carries it (a warm model in the app) reuses it instead of injecting it again."""
+    p = Path(path).expanduser().resolve()
+    st = p.stat()
+    h = hashlib.blake2b(f"{p}|{st.st_size}|{st.st_mtime_ns}|{float(scale)!r}".encode(), digest_size=6)
+    return f"lora_{h.hexdigest()}"
+
+
+def apply_lora(model: DiffusionModel, path: "str | os.PathLike | LoraFile", scale: float = 1.0,
+               adapter_name: str | None = None) -> LoraModel:
+    """Inject the LoRA at ``path`` (or an already read :class:`LoraFile`) into ``model.unet`` as a
+    peft adapter (in place: other views of this UNet keep running without it) and return the view
+    that runs with it. The adapter is
+    named by :func:`adapter_name_for` unless ``adapter_name`` is given; a UNet that already has
+    the derived adapter reuses it. Text-encoder keys go into a copy of the text encoder owned by
+    the returned view."""
     from diffusers.loaders import StableDiffusionLoraLoaderMixin as Loader
 
-    lora = read_lora(path)
+    lora = path if isinstance(path, LoraFile) else read_lora(path)
     check_lora(lora, model)
-    if adapter_name in (getattr(model.unet, "peft_config", None) or {}):
+    present = getattr(model.unet, "peft_config", None) or {}
+    reuse = adapter_name is None and adapter_name_for(lora.path, scale) in present
+    adapter_name = adapter_name or adapter_name_for(lora.path, scale)
+    if adapter_name in present and not reuse:
         raise LoraError(f"{lora.path}: adapter name {adapter_name!r} is already in use on this UNet")
     sd, alphas = lora.state_dict(), lora.network_alphas
     switch = AdapterSwitch.of(model.unet)
     try:
-        if lora.unet:
+        if lora.unet and not reuse:
             Loader.load_lora_into_unet({k: v for k, v in sd.items() if k.startswith("unet.")},
-                                       _alphas(alphas, "unet."), model.unet, adapter_name=adapter_name)
+                                       _alphas(alphas, "unet."), model.unet, adapter_name=adapter_name,
+                                       metadata=_part_meta(lora.metadata, "unet"))
             _set_scale(model.unet, adapter_name, scale)
         te = model.text_encoder
         if lora.text_encoder:
             te = copy.deepcopy(model.text_encoder)
             Loader.load_lora_into_text_encoder({k: v for k, v in sd.items() if k.startswith("text_encoder.")},
-                                               _alphas(alphas, "text_encoder."), te, adapter_name=adapter_name)
+                                               _alphas(alphas, "text_encoder."), te, adapter_name=adapter_name,
+                                               metadata=_part_meta(lora.metadata, "text_encoder"))
             _set_scale(te, adapter_name, scale)
             te.requires_grad_(False)
     except (ValueError, KeyError, RuntimeError) as e:
+        if not reuse and adapter_name in (getattr(model.unet, "peft_config", None) or {}):
+            model.unet.delete_adapters(adapter_name)
         raise LoraError(f"{lora.path}: diffusers could not apply this LoRA ({str(e).strip()[:300]})") from None
+    try:
+        if not reuse:
+            _check_injected(lora.path, "UNet", lora.unet, model.unet, adapter_name)
+        if lora.text_encoder:
+            _check_injected(lora.path, "text encoder", lora.text_encoder, te, adapter_name)
+    except LoraError:
+        if lora.unet and not reuse:
+            model.unet.delete_adapters(adapter_name)
+        raise
     model.unet.requires_grad_(False)
     switch.forget()
     changes = dict(unet_adapter=adapter_name if lora.unet else getattr(model, "unet_adapter", None),
@@ -293,6 +360,30 @@ def apply_lora(model: DiffusionModel, path: str | os.PathLike, scale: float = 1.
     if te is not model.text_encoder:
         changes.update(text_encoder=te, prompt_cache={})
     return view(model, **changes)
+
+
+def _check_injected(path: Path, label: str, part: dict, module: torch.nn.Module, adapter: str) -> None:
+    """Every LoRA matrix of the file must now sit in the model, equal to the file's (peft warns
+    and carries on when it drops some)."""
+    if label == "text encoder" and not hasattr(module, "text_model"):
+        part = {k.removeprefix("text_model."): v for k, v in part.items()}
+    params = dict(module.named_parameters())
+    lost = []
+    for k, v in part.items():
+        tag = "lora_A" if ".lora_A." in k else "lora_B"
+        name = k.replace(f".{tag}.weight", f".{tag}.{adapter}.weight")
+        p = params.get(name)
+        if p is None or p.shape != v.shape or not torch.equal(p.detach().cpu(), v.to(p.dtype)):
+            lost.append(k)
+    if lost:
+        raise LoraError(f"{path}: {len(lost)} {label} LoRA tensor(s) did not load into the model, e.g. {lost[:3]}")
+
+
+def _part_meta(meta: dict | None, prefix: str) -> dict | None:
+    """The header config of one component (keys ``unet.<field>``), or None when the file has none."""
+    if not meta:
+        return None
+    return {k: v for k, v in meta.items() if k.startswith(f"{prefix}.")} or None
 
 
 def _alphas(alphas: dict | None, prefix: str) -> dict | None:
@@ -312,19 +403,28 @@ def load_models(model0: str | os.PathLike, model1: str | os.PathLike, lora: Lora
     read and checked against its model before anything is injected."""
     lora, loader = lora or LoraSettings(), loader or load_model
     (p0, s0), (p1, s1) = lora.side(0), lora.side(1)
-    for p in (p0, p1):
-        if p is not None:
-            read_lora(p)  # fail on a bad file before the (slow) model loads
+    files = {p: read_lora(p) for p in (p0, p1) if p is not None}  # a bad file fails before the (slow) loads
     base0 = loader(model0, **load_kwargs)
     same = _same_source(model0, model1)
     base1 = base0 if same else loader(model1, **load_kwargs)
-    for p, base in ((p0, base0), (p1, base1)):
-        if p is not None:
-            check_lora(read_lora(p), base)
     if p0 is None and p1 is None:
         return base0, (view(base1) if same else base1)
-    m0 = apply_lora(base0, p0, s0, "lora0") if p0 else view(base0, unet_adapter=None, loras=())
-    m1 = apply_lora(base1, p1, s1, "lora1") if p1 else view(base1, unet_adapter=None, loras=())
+    return attach_loras(base0, base1, lora, files)
+
+
+def attach_loras(base0: DiffusionModel, base1: DiffusionModel, lora: LoraSettings,
+                 files: dict | None = None) -> tuple[LoraModel, LoraModel]:
+    """The (general, expert) views of two loaded models with ``lora`` applied; both LoRA files are
+    checked against their models before either is injected. ``files``: path -> :class:`LoraFile`
+    already read (each file is read once)."""
+    (p0, s0), (p1, s1) = lora.side(0), lora.side(1)
+    files = dict(files or {})
+    for p, base in ((p0, base0), (p1, base1)):
+        if p is not None:
+            files.setdefault(p, read_lora(p))
+            check_lora(files[p], base)
+    m0 = apply_lora(base0, files[p0], s0) if p0 else view(base0, unet_adapter=None, loras=())
+    m1 = apply_lora(base1, files[p1], s1) if p1 else view(base1, unet_adapter=None, loras=())
     return m0, m1
 
 

@@ -56,6 +56,27 @@ def model_bytes(models) -> int:
     return total
 
 
+def _lora_key(lora) -> tuple:
+    """What makes two LoRA choices the same: the files (path, size, mtime) and scales; () for none."""
+    if lora is None or not lora.any:
+        return ()
+    out = []
+    for i in (0, 1):
+        path, scale = lora.side(i)
+        if path is None:
+            out.append(None)
+            continue
+        p = Path(path).expanduser().resolve()
+        st = p.stat() if p.exists() else None
+        out.append((str(p), st.st_size if st else -1, st.st_mtime_ns if st else -1, scale))
+    return tuple(out)
+
+
+def _read_loras(lora) -> dict:
+    from fusion.lora import read_lora
+    return {p: read_lora(p) for p in (lora.side(0)[0], lora.side(1)[0]) if p is not None}
+
+
 class ModelCache:
     """``get(path)`` returns a loaded :class:`fusion.loading.DiffusionModel`, loading it at most once.
 
@@ -116,20 +137,29 @@ class ModelCache:
                 self._enforce_budget(keep=(k, *protect))
             return model
 
-    def pipeline(self, general, expert, device=None, dtype=None):
-        """A :class:`fusion.pipeline.FusionPipeline` of two cached models (built once per pair)."""
+    def pipeline(self, general, expert, device=None, dtype=None, lora=None):
+        """A :class:`fusion.pipeline.FusionPipeline` of two cached models (built once per pair and
+        LoRA choice). ``lora``: a :class:`fusion.lora.LoraSettings`; the adapters go onto the cached
+        UNets (a base model named twice is one UNet) and stay there for later requests."""
         from fusion.pipeline import FusionPipeline
         k0 = self.key(general, device, dtype)
         k1 = self.key(expert, device, dtype)
+        lk = _lora_key(lora)
+        files = _read_loras(lora) if lk else {}  # a bad LoRA fails before any model loads
         m0 = self.get(general, device, dtype, protect=(k1,))
         m1 = self.get(expert, device, dtype, protect=(k0,))
         with self._lock:
-            pk = (k0, k1)
+            pk = (k0, k1, lk) if lk else (k0, k1)
             pipe = self._pipes.get(pk)
-            if pipe is not None and pipe.model0 is m0 and pipe.model1 is m1:
+            if pipe is not None and getattr(pipe, "base_models", (pipe.model0, pipe.model1)) == (m0, m1):
                 self._pipes.move_to_end(pk)
                 return pipe
-        pipe = FusionPipeline(m0, m1)  # checks the pair; shares identical components
+        if lk:
+            from fusion.lora import attach_loras
+            pipe = FusionPipeline(*attach_loras(m0, m1, lora, files))
+        else:
+            pipe = FusionPipeline(m0, m1)  # checks the pair; shares identical components
+        pipe.base_models = (m0, m1)
         with self._lock:
             self._pipes[pk] = pipe
             while len(self._pipes) > 8:

@@ -14,7 +14,7 @@ from typing import Iterator
 
 from .gpu import StudioError, WorkSlots, friendly_error, is_oom
 from .limits import Limits, whole_number
-from .models import geometry, resolve_model
+from .models import geometry, resolve_lora, resolve_model
 
 __all__ = ["FuseRequest", "Preview", "FuseOutcome", "FusionService"]
 
@@ -36,6 +36,12 @@ class FuseRequest:
     primary: str = "general"
     general_path_box: str = ""
     expert_path_box: str = ""
+    general_lora: str = ""            # LoRA picker value / path box per side ("" = no LoRA)
+    general_lora_path_box: str = ""
+    general_lora_scale: float = 1.0
+    expert_lora: str = ""
+    expert_lora_path_box: str = ""
+    expert_lora_scale: float = 1.0
 
 
 @dataclass
@@ -110,6 +116,7 @@ class FusionService:
             resolve = self.policy.resolve_model if self.policy is not None else resolve_model
             general = resolve(req.general, req.general_path_box, "General")
             expert = resolve(req.expert, req.expert_path_box, "Expert")
+            lora = self._lora(req)
             if self.policy is not None:
                 self.policy.check_fuse(req)
             from fusion.schedule import check_mode, parse_fusion_selection
@@ -132,7 +139,7 @@ class FusionService:
             try:
                 with self.slots.slot(cancel=cancel):
                     out.put(("outcome", self._run(general, expert, req, seed, sel.text, cancel,
-                                                  out if with_previews else None)))
+                                                  out if with_previews else None, lora)))
             except BaseException as e:  # noqa: BLE001 - everything goes back to the caller
                 out.put(("error", e))
 
@@ -172,14 +179,26 @@ class FusionService:
         return result
 
     # ---- in the worker thread ---------------------------------------------------------------
-    def _run(self, general, expert, req: FuseRequest, seed: int, sel_text: str, cancel, previews):
+    def _lora(self, req: FuseRequest):
+        """The request's LoRAs as :class:`fusion.lora.LoraSettings` (files are checked at load; in
+        public mode only the offered LoRAs)."""
+        from fusion.lora import LoraSettings
+        resolve = getattr(self.policy, "resolve_lora", resolve_lora)
+        lora = LoraSettings(resolve(req.general_lora, req.general_lora_path_box, "General"),
+                            resolve(req.expert_lora, req.expert_lora_path_box, "Expert"),
+                            req.general_lora_scale if req.general_lora_scale is not None else 1.0,
+                            req.expert_lora_scale if req.expert_lora_scale is not None else 1.0)
+        lora.side(0), lora.side(1)  # scale checks
+        return lora
+
+    def _run(self, general, expert, req: FuseRequest, seed: int, sel_text: str, cancel, previews, lora=None):
         from fusion.pipeline import to_pil
         from fusion.views import SaliencyTrace
 
         t_load = time.perf_counter()
         loads_before = self.cache.loads
         try:
-            pipe = self.cache.pipeline(general, expert)
+            pipe = self.cache.pipeline(general, expert, lora=lora)
         except BaseException as e:
             if is_oom(e):
                 self.cache.evict()

@@ -71,8 +71,11 @@ def is_oom(exc: BaseException) -> bool:
 def friendly_error(exc: BaseException, what: str = "request") -> str:
     """One or a few lines for the user; the app shows it and stays up."""
     from fusion.loading import IncompatibleModelsError, ModelLoadError
+    from fusion.lora import LoraError
     if isinstance(exc, StudioError):
         return str(exc)
+    if isinstance(exc, LoraError):
+        return f"Could not apply the LoRA: {exc}"
     if isinstance(exc, ModelLoadError):
         return f"Could not load the model: {exc}"
     if isinstance(exc, IncompatibleModelsError):

@@ -17,9 +17,12 @@ TOY_EXPERT = TOY_DIR / "toy-cartoon"
 SD1_CONFIG_DIR = PROJECT_ROOT / "assets" / "configs" / "sd1"
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 #: sub-folders of the models folder that hold other things than diffusion models
-NOT_DIFFUSION = ("mccstn",)
+NOT_DIFFUSION = ("mccstn", "loras")
+#: the LoRA picker's folder, under the models folder; and the embedded toy LoRA
+LORA_SUBDIR = "loras"
+TOY_LORA = TOY_DIR / "toy-cartoon-lora" / "pytorch_lora_weights.safetensors"
 
-__all__ = ["ModelChoice", "discover", "resolve_model", "geometry", "Geometry", "toy_models_present",
+__all__ = ["ModelChoice", "discover", "discover_loras", "resolve_lora", "resolve_model", "geometry", "Geometry", "toy_models_present",
            "TOY_GENERAL", "TOY_EXPERT", "missing_toy_message"]
 
 
@@ -140,3 +143,32 @@ def geometry(path: Path | str | None) -> Geometry:
     minimum = max(step, (native // 2) // step * step)
     maximum = max(native, native * 2 // step * step)
     return Geometry(native=native, step=step, minimum=minimum, maximum=maximum)
+
+
+def discover_loras(models_dir: Path | str | None) -> list[ModelChoice]:
+    """The embedded toy LoRA (when present), then the LoRA files in ``models_dir/loras/`` (and its
+    sub-folders, one level), sorted by name. File names only: nothing is read."""
+    out = [ModelChoice(f"{TOY_LORA.parent.name} (toy cartoon LoRA for toy-general, embedded)", str(TOY_LORA), "toy")
+           ] if TOY_LORA.is_file() else []
+    if models_dir is None:
+        return out
+    root = Path(models_dir).expanduser() / LORA_SUBDIR
+    if not root.is_dir():
+        return out
+    files = sorted(p for pat in ("*.safetensors", "*/*.safetensors") for p in root.glob(pat)
+                   if not any(part.startswith(".") for part in p.relative_to(root).parts))
+    return out + [ModelChoice(str(p.relative_to(root)), str(p), "file") for p in files]
+
+
+def resolve_lora(choice: str | None, path_box: str | None, role: str) -> Path | None:
+    """The LoRA file for one side: the path box when filled, else the picker's value, else None
+    (no LoRA). A ValueError naming the side when the file is missing."""
+    text = (path_box or "").strip() or (choice or "").strip()
+    if not text:
+        return None
+    p = Path(text).expanduser()
+    if p.is_dir() and (p / "pytorch_lora_weights.safetensors").is_file():
+        p = p / "pytorch_lora_weights.safetensors"
+    if not p.is_file():
+        raise ValueError(f"{role} LoRA not found: {p} (a .safetensors LoRA file)")
+    return p

@@ -26,25 +26,46 @@ def kohya(tmp_path_factory):
     return LF.save(sd, tmp_path_factory.mktemp("lora") / "kohya.safetensors"), deltas
 
 
-@pytest.fixture(scope="module")
-def peft_file(tmp_path_factory, base):
-    """A diffusers/peft LoRA file as diffusers' trainers write it (save_lora_weights)."""
+def _peft_lora(tmp_path_factory, base, targets, name):
+    """A diffusers/peft LoRA file as diffusers' LoRA trainers write it (``save_lora_weights`` of
+    ``convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))``), and its updates
+    ``scaling * B @ A`` per module, read from the adapter before it was saved."""
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
     unet = UNet2DConditionModel.from_pretrained(str(base / "unet"))
-    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=2, target_modules=targets))
     torch.manual_seed(5)
     with torch.no_grad():
         for n, p in unet.named_parameters():
             if "lora_" in n:
                 p.normal_(0, 0.3)
-    dest = tmp_path_factory.mktemp("peft_lora")
-    StableDiffusionPipeline.save_lora_weights(
-        str(dest), unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(unet)))
-    return dest / "pytorch_lora_weights.safetensors"
+    deltas = {}  # the update each LoRA layer adds to its base weight (Hu et al. 2021: W + s B A)
+    for n, m in unet.named_modules():
+        if hasattr(m, "lora_A") and "default" in m.lora_A:
+            a, b = m.lora_A["default"].weight.detach(), m.lora_B["default"].weight.detach()
+            d = b @ a if a.dim() == 2 else torch.einsum("or,rikl->oikl", b[:, :, 0, 0], a)
+            deltas[("lora_unet", n)] = d * m.scaling["default"]
+    dest = tmp_path_factory.mktemp(name)
+    StableDiffusionPipeline.save_lora_weights(  # with the adapter config in the header, as the trainers do now
+        str(dest), unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(unet)),
+        unet_lora_adapter_metadata=unet.peft_config["default"].to_dict())
+    return dest / "pytorch_lora_weights.safetensors", deltas
+
+
+@pytest.fixture(scope="module")
+def peft_file(tmp_path_factory, base):
+    """Attention-only diffusers LoRA (old ``.lora.down`` key spelling after the trainers' conversion)."""
+    return _peft_lora(tmp_path_factory, base, ["to_q", "to_k", "to_v", "to_out.0"], "peft_lora")[0]
+
+
+@pytest.fixture(scope="module")
+def peft_mixed(tmp_path_factory, base):
+    """Attention + ResNet convs: the trainers' conversion leaves conv keys as ``lora_A`` and renames
+    attention keys to ``.lora.down``, one file in two spellings."""
+    return _peft_lora(tmp_path_factory, base, ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"], "peft_mixed")
 
 
 def run(pipe, settings=SETTINGS):
@@ -80,11 +101,22 @@ def test_diffusers_lora_equals_fuse_lora_on_a_second_model(base, peft_file):
     assert max_diff(run(pipe), run(FusionPipeline(general, fused))) < TOL
 
 
+def test_mixed_spelling_diffusers_lora_loads_every_tensor(base, peft_mixed):
+    path, deltas = peft_mixed
+    from safetensors import safe_open
+    keys = list(safe_open(str(path), "pt").keys())
+    assert any(".lora.down." in k for k in keys) and any(".lora_A." in k for k in keys)  # the fixture is mixed
+    pipe = FusionPipeline.from_paths(base, base, device="cpu", lora=LoraSettings(lora1=str(path)))
+    merged = load_model(base, device="cpu")
+    LF.merge_into(merged, deltas)
+    assert max_diff(run(pipe), run(FusionPipeline(load_model(base, device="cpu"), merged))) < TOL
+
+
 def test_same_base_holds_one_unet_vae_and_text_encoder(base, peft_file):
     pipe = FusionPipeline.from_paths(base, base, device="cpu", lora=LoraSettings(lora1=str(peft_file)))
     m0, m1 = pipe.model0, pipe.model1
     assert m0.unet is m1.unet and m0.vae is m1.vae and m0.text_encoder is m1.text_encoder
-    assert (m0.unet_adapter, m1.unet_adapter) == (None, "lora1")
+    assert m0.unet_adapter is None and m1.unet_adapter.startswith("lora_")
 
 
 def test_text_encoder_lora_keys_are_applied_to_the_lora_side_only(base, kohya):
@@ -128,7 +160,7 @@ def test_lora_scale_zero_gives_the_base_model(base, peft_file):
 
 def test_lora0_applies_to_the_general_side(base, peft_file):
     pipe = FusionPipeline.from_paths(base, base, device="cpu", lora=LoraSettings(lora0=str(peft_file)))
-    assert (pipe.model0.unet_adapter, pipe.model1.unet_adapter) == ("lora0", None)
+    assert pipe.model0.unet_adapter is not None and pipe.model1.unet_adapter is None
 
 
 # ---- bad input: one clear error naming the file, before any sampling ---------------------------------------
@@ -242,3 +274,36 @@ def test_cli_bad_lora_is_one_error_before_any_model_loads(base, tmp_path, capsys
                   "--outdir", str(tmp_path / "o"), *CLI_FAST])
     err = capsys.readouterr().err
     assert e.value.code == 2 and str(bad) in err and "LoHa" in err
+
+
+# ---- the app's service layer -----------------------------------------------------------------------------------
+def test_app_service_fuses_a_base_with_its_lora_from_one_load_and_survives_a_bad_lora(base, peft_file, tmp_path):
+    from studio.cache import ModelCache
+    from studio.fusion_service import FuseRequest, FusionService
+    from studio.gpu import StudioError, WorkSlots
+
+    svc = FusionService(ModelCache(device="cpu", dtype=torch.float32), WorkSlots(1))
+    req = FuseRequest(general=str(base), expert=str(base), expert_lora_path_box=str(peft_file), prompt="a red circle",
+                      steps=3, height=16, width=16, fusion_selection="0,1,1")
+    out = svc.run(req)
+    assert out.images["fused"].size == (16, 16) and svc.cache.loads == 1
+    pipe = svc.cache.pipeline(str(base), str(base), lora=svc._lora(req))  # the cached pipeline
+    assert pipe.model0.unet is pipe.model1.unet and pipe.model1.unet_adapter is not None
+    bad = LF.save(_with_width(1024), tmp_path / "sd2_lora.safetensors")
+    with pytest.raises(StudioError) as e:
+        svc.run(FuseRequest(**{**req.__dict__, "expert_lora_path_box": str(bad)}))
+    assert str(bad) in str(e.value) and "1024-dim cross-attention" in str(e.value)
+    assert svc.run(req).images["fused"].size == (16, 16) and svc.slots.busy == 0  # still answering, still warm
+    assert svc.cache.loads == 1
+
+
+def test_lora_picker_lists_models_loras_folder_and_model_picker_skips_it(tmp_path, peft_file):
+    import shutil
+
+    from studio.models import discover, discover_loras
+    (tmp_path / "loras" / "styles").mkdir(parents=True)
+    shutil.copy(peft_file, tmp_path / "loras" / "cartoon.safetensors")
+    shutil.copy(peft_file, tmp_path / "loras" / "styles" / "ink.safetensors")
+    labels = [c.label for c in discover_loras(tmp_path)]
+    assert "cartoon.safetensors" in labels and "styles/ink.safetensors" in labels
+    assert not any("loras" in c.path for c in discover(tmp_path))

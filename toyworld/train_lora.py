@@ -9,7 +9,8 @@ full expert was fine-tuned on (blind-spot colours/shapes never drawn). Targets: 
 attention and feed-forward projections (the layers a kohya SD 1.x LoRA covers) plus the ResNet
 convolutions (LoCon-style), since the toy UNet's highest-resolution level has no attention and a cartoon
 outline lives there. The adapter is written with diffusers' ``save_lora_weights`` as
-``pytorch_lora_weights.safetensors``; ``StableDiffusionPipeline.load_lora_weights`` reads it back.
+``pytorch_lora_weights.safetensors`` (peft key naming, config in the header);
+``StableDiffusionPipeline.load_lora_weights`` reads it back.
 """
 from __future__ import annotations
 
@@ -68,14 +69,16 @@ def add_adapter(unet, rank: int, targets=LORA_TARGETS) -> list[torch.nn.Paramete
     return [p for n, p in unet.named_parameters() if "lora_" in n]
 
 
-def _save(unet, dest: Path):
+def save_adapter(unet, dest: Path):
+    """``pytorch_lora_weights.safetensors`` in peft key naming (``unet.<module>.lora_A.weight``, one
+    spelling for attention and conv layers alike) with the adapter config in the header."""
     from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
     dest.mkdir(parents=True, exist_ok=True)
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-    StableDiffusionPipeline.save_lora_weights(str(dest), unet_lora_layers=layers, safe_serialization=True)
+    StableDiffusionPipeline.save_lora_weights(
+        str(dest), unet_lora_layers=get_peft_model_state_dict(unet), safe_serialization=True,
+        unet_lora_adapter_metadata=unet.peft_config["default"].to_dict())
 
 
 def train_lora(a, expert_data) -> Path:
@@ -148,7 +151,7 @@ def train_lora(a, expert_data) -> Path:
     with torch.no_grad():
         for p, e in zip(params, ema):
             p.copy_(e)
-    _save(unet.eval(), d / "adapter")
+    save_adapter(unet.eval(), d / "adapter")
     n_params = sum(p.numel() for p in params)
     (d / "done.json").write_text(json.dumps(dict(
         steps=step, minutes=(time.time() - t0) / 60, final_ema_loss=run_loss, lr=a.lora_lr, batch=a.lora_batch,
