@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora1_scale", type=float, default=1.0, help="strength of --lora1 (1.0 = as trained)")
     p.add_argument("--config", default=None,
                    help="config folder (diffusers layout) for single-file checkpoints; default: the shipped SD 1.x configs")
+    p.add_argument("--use_ema", action="store_true",
+                   help="single-file checkpoints: take the UNet from the EMA copies (model_ema.*) instead of "
+                        "model.diffusion_model.* (error if the file has none)")
     p.add_argument("--outdir", default="outputs/txt2img-samples", help="output folder")
     p.add_argument("--prompt", default=None, help="prompt for the expert (default: the toy world's example prompt)")
     p.add_argument("--prompt1", default=None, help="prompt for the general model (default: --prompt)")
@@ -236,7 +239,7 @@ def _run(args) -> int:
     dtype = {"auto": default_dtype(device), "fp32": torch.float32, "fp16": torch.float16,
              "bf16": torch.bfloat16}[args.precision]
     pipe = FusionPipeline.from_paths(args.model0, args.model1, device=device, dtype=dtype, config_dir=args.config,
-                                     lora=lora)
+                                     lora=lora, use_ema=args.use_ema)
     settings = FusionSettings(
         fusion_selection=sel, mode=mode, primary="expert" if args.expert_primary else "general",
         steps=args.ddim_steps, sampler=args.sampler, guidance_scale=args.scale, height=args.H, width=args.W,

@@ -169,10 +169,11 @@ class FusionPipeline:
 
     @classmethod
     def from_paths(cls, model0: str, model1: str, device=None, dtype=None, config_dir=None,
-                   lora: LoraSettings | None = None, **kwargs) -> "FusionPipeline":
+                   lora: LoraSettings | None = None, use_ema: bool = False, **kwargs) -> "FusionPipeline":
         """Load both models (a path named twice is loaded once) and apply ``lora`` (see
-        :class:`fusion.lora.LoraSettings`)."""
-        m0, m1 = load_models(model0, model1, lora, device=device, dtype=dtype, config_dir=config_dir)
+        :class:`fusion.lora.LoraSettings`). ``use_ema``: single files' UNets from their EMA copies."""
+        m0, m1 = load_models(model0, model1, lora, device=device, dtype=dtype, config_dir=config_dir,
+                             use_ema=use_ema)
         return cls(m0, m1, **kwargs)
 
     def optimize(self, channels_last: bool | None = None, compile: bool = False) -> list[str]:

@@ -168,3 +168,14 @@ def test_cli_refuses_another_family_before_sampling(tiny_dirs, tmp_path, capsys,
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and f"{path}: {match}" in err and err.count("error:") == 1
     assert not out.exists() or not any(out.rglob("*.png"))
+
+
+def test_cli_use_ema_on_a_file_without_ema_copies_is_a_clear_error(tiny_dirs, tmp_path, capsys):
+    from fusion.cli import main
+    _, sd = _tiny_ldm(tiny_dirs)
+    path = tmp_path / "no_ema.safetensors"
+    save_file(sd, str(path))
+    with pytest.raises(SystemExit):
+        main(["--model0", str(path), "--model1", str(tiny_dirs["expert"]), "--config", str(tiny_dirs["general"]),
+              "--outdir", str(tmp_path / "out"), "--use_ema", "--ddim_steps", "2", "--quiet"])
+    assert f"{path}: EMA weights were asked for, but the file has no EMA copies" in capsys.readouterr().err
