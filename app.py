@@ -413,10 +413,16 @@ def build_app(config: StudioConfig | None = None, studio=None):
                 policy.check_style(engine, opts)
                 content = open_upload(content, "Content", rt.limits)  # header checked, then decoded
                 style = open_upload(style, "Style", rt.limits)
+                notes = []
+                if content is not None and style is not None:
+                    from mccstn.images import downscale
+                    (content, n1), (style, n2) = downscale(content, what="content"), downscale(style, what="style")
+                    notes = [n for n in (n1, n2) if n]
                 out = calls.stylize(engine, content, style, opts)
             except (StudioError, ValueError) as e:
                 raise gr.Error(str(e), print_exception=False)
-            return out, f"Done ({rt.engines.get(engine).label}, {out.width}x{out.height})."
+            note = f" Note: {'; '.join(notes)}." if notes else ""
+            return out, f"Done ({rt.engines.get(engine).label}, {out.width}x{out.height}).{note}"
 
         engine.change(engine_info, engine, [engine_line, *[groups[k] for k in keys]], api_name="engine_info",
                       queue=False)

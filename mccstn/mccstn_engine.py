@@ -22,6 +22,8 @@ from .engines import Control, StyleEngine
 
 #: where the app looks when no folder is given; override with the MCCSTN_WEIGHTS variable
 DEFAULT_WEIGHTS_DIR = "models/mccstn"
+#: the toy-world weights shipped with the project, used when DEFAULT_WEIGHTS_DIR holds none
+SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "assets" / "mccstn"
 OFFICIAL_FILES = ("vgg_normalised.pth", "decoder.pth", "transformer.pth", "discriminator.pth")
 SAFETENSORS_NAME = "mccstn.safetensors"
 
@@ -34,7 +36,7 @@ class MccSTNEngine(StyleEngine):
                    "scales, fused and decoded); needs the four MccSTN/AesUST weight files.")
 
     def __init__(self, weights_dir: Union[str, os.PathLike, None] = None, device: Optional[str] = None) -> None:
-        self.weights_dir = Path(weights_dir or os.environ.get("MCCSTN_WEIGHTS", DEFAULT_WEIGHTS_DIR))
+        self.weights_dir = Path(weights_dir or os.environ.get("MCCSTN_WEIGHTS") or _default_dir())
         self.device = device
         self._model = None
         self._load_error: Optional[str] = None
@@ -106,3 +108,12 @@ class MccSTNEngine(StyleEngine):
         """Drop the cached network (frees memory; the next stylize reloads it)."""
         self._model = None
         self._load_error = None
+
+
+def _default_dir() -> Path:
+    from .checkpoint import find_weights
+
+    user = Path(DEFAULT_WEIGHTS_DIR)
+    if find_weights(user)[0] is None and find_weights(SHIPPED_WEIGHTS_DIR)[0] is not None:
+        return SHIPPED_WEIGHTS_DIR
+    return user

@@ -45,7 +45,7 @@ from . import checkpoint as ckpt
 from .contrast import QueueInfoNCE, StyleProjector, random_resized_crop
 from .losses import content_loss, lsgan_loss, mean_std_loss, reconstruction_loss, style_loss
 from .network import discriminator_size_problem, encoder_size_problem
-from .stylize import IMAGE_EXTENSIONS, MccSTN, tensor_to_pil
+from .stylize import IMAGE_EXTENSIONS, MccSTN, _upsample_for_discriminator, tensor_to_pil
 
 LOSS_COLUMNS = ("loss_content", "loss_style", "loss_identity", "loss_ar1", "loss_ar2",
                 "loss_gan_g", "loss_gan_d", "loss_nce_d", "loss_nce_g", "loss_total")
@@ -69,7 +69,8 @@ class TrainConfig:
     stage2_start: int = _f(80000, "iteration where the aesthetic stage II begins (-1: never)")
     batch_size: int = _f(4, "images per batch")
     load_size: int = _f(512, "images are resized to load_size x load_size ...")
-    crop_size: int = _f(256, "... then randomly cropped to crop_size (>= 125 for the discriminator)")
+    crop_size: int = _f(256, "... then randomly cropped to crop_size (below 125 px the discriminator "
+                         "sees a bilinear enlargement, as at inference)")
     lr: float = _f(1e-4, "Adam learning rate (all optimisers)")
     lr_decay: float = _f(5e-5, "lr at iteration i is lr / (1 + lr_decay * i)")
     content_weight: float = _f(1.0, "content loss weight")
@@ -88,6 +89,8 @@ class TrainConfig:
     proj_hidden: int = _f(1024, "projector MLP first hidden width")
     proj_hidden2: int = _f(2048, "projector MLP second hidden width")
     proj_dim: int = _f(2048, "projector output (code) dimension")
+    max_seconds: float = _f(0.0, "wall-clock budget of this run in seconds; when spent, a checkpoint is "
+                                 "saved and training stops early (0: no limit)")
     save_every: int = _f(10000, "checkpoint interval (iterations); the last iteration is always saved")
     sample_every: int = _f(500, "sample-grid interval (0: never)")
     seed: int = _f(0, "random seed")
@@ -117,9 +120,8 @@ class TrainConfig:
             errs.append("max_iter and batch_size must be >= 1")
         if self.crop_size > self.load_size:
             errs.append(f"crop_size {self.crop_size} exceeds load_size {self.load_size}")
-        prob = discriminator_size_problem(self.crop_size, self.crop_size)
-        if prob:
-            errs.append(f"crop_size {self.crop_size}: {prob}")
+        if encoder_size_problem(self.crop_size, self.crop_size):
+            errs.append(f"crop_size {self.crop_size} is too small for the encoder")
         if encoder_size_problem(self.nce_crop, self.nce_crop):
             errs.append(f"nce_crop {self.nce_crop} is too small for the encoder")
         if self.lr <= 0 or self.lr_decay < 0:
@@ -287,6 +289,12 @@ class Trainer:
             keys = self.style_codes(style)
         return self.nce.multi_loss(self.style_codes(output), keys)
 
+    def disc(self, x: torch.Tensor):
+        """The aesthetic discriminator on ``x``, enlarged first when too small (as stylize does)."""
+        if discriminator_size_problem(*x.shape[-2:]) is not None:
+            x = _upsample_for_discriminator(x)
+        return self.model.discriminator(x)
+
     # -- one iteration ---------------------------------------------------------------------
     def step(self, content: torch.Tensor, style: torch.Tensor) -> dict[str, float]:
         cfg, m = self.cfg, self.model
@@ -302,12 +310,12 @@ class Trainer:
         with torch.no_grad():
             c_feats = m.encoder(content)
             s_feats = m.encoder(style)
-            a_s = m.discriminator(style)[0] if stage2 else None
+            a_s = self.disc(style)[0] if stage2 else None
         out = m.decoder(m.fusion(c_feats[3], s_feats[3], c_feats[4], s_feats[4], a_s))
 
         # discriminator: LSGAN, real art -> 1, generated -> 0
         _set_requires_grad(m.discriminator, True)
-        loss_d = lsgan_loss(m.discriminator(style)[1], 1.0) + lsgan_loss(m.discriminator(out.detach())[1], 0.0)
+        loss_d = lsgan_loss(self.disc(style)[1], 1.0) + lsgan_loss(self.disc(out.detach())[1], 0.0)
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()
@@ -328,7 +336,7 @@ class Trainer:
         o_feats = m.encoder(out)
         l_c = content_loss(o_feats, c_feats)
         l_s = style_loss(o_feats, s_feats)
-        a_o, o_scores = m.discriminator(out)
+        a_o, o_scores = self.disc(out)
         l_gan_g = lsgan_loss(o_scores, 1.0)
         zero = out.new_zeros(())
         l_id = l_ar1 = l_ar2 = zero
@@ -584,8 +592,11 @@ def train(cfg: TrainConfig) -> dict:
                                 g=f"{row['loss_total']:.1f}", d=f"{row['loss_gan_d']:.2f}")
             if cfg.sample_every and n % cfg.sample_every == 0:
                 trainer.save_samples(out / "samples" / f"iter_{n:06d}.png")
-            if n % cfg.save_every == 0 or n == cfg.max_iter:
+            out_of_time = bool(cfg.max_seconds) and time.time() - t0 >= cfg.max_seconds
+            if n % cfg.save_every == 0 or n == cfg.max_iter or out_of_time:
                 saved.append(str(trainer.save_checkpoint(out)))
+            if out_of_time:
+                break
     if bar is not None:
         bar.close()
     curve = plot_loss_curves(csv_path, out / "loss_curve.png")
@@ -623,7 +634,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     last = summary["last"]
     print(f"done: {summary['iterations_run']} iterations in {summary['seconds']:.1f}s; "
-          f"last losses: " + ", ".join(f"{k[5:]}={last[k]:.4g}" for k in LOSS_COLUMNS))
+          f"last losses: " + ", ".join(f"{k[5:]}={last[k]:.4g}" for k in LOSS_COLUMNS
+                                      if last.get(k) is not None))
     print(f"checkpoints: {summary['checkpoints'][-1] if summary['checkpoints'] else '-'}; "
           f"loss curve: {summary['loss_curve']}")
     return 0

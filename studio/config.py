@@ -32,6 +32,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS_DIR = PROJECT_ROOT / "models"
 OUTPUTS_DIR = PROJECT_ROOT / "outputs"
 ASSETS_DIR = PROJECT_ROOT / "assets"
+#: the MccSTN weights shipped with the project (trained in the toy world; see its README.md)
+SHIPPED_MCCSTN_DIR = ASSETS_DIR / "mccstn"
 
 
 def _env(*names: str, default=None):
@@ -90,7 +92,16 @@ class StudioConfig:
         return int(0.4 * _ram_bytes())
 
     def mccstn_dir(self) -> Path:
-        return Path(self.mccstn_weights) if self.mccstn_weights else Path(self.models_dir) / "mccstn"
+        """``--mccstn-weights``; else ``<models-dir>/mccstn`` when it holds weights; else the
+        shipped toy-world weights (assets/mccstn) when present; else ``<models-dir>/mccstn``
+        (so the "unavailable" message names the folder to fill)."""
+        if self.mccstn_weights:
+            return Path(self.mccstn_weights)
+        user = Path(self.models_dir) / "mccstn"
+        from mccstn.checkpoint import find_weights
+        if find_weights(user)[0] is None and find_weights(SHIPPED_MCCSTN_DIR)[0] is not None:
+            return SHIPPED_MCCSTN_DIR
+        return user
 
 
 def _ram_bytes() -> int:

@@ -61,6 +61,7 @@ def app(models):
     threads = torch.get_num_threads()
     cfg = StudioConfig(models_dir=models["root"], port=None, device="cpu", memory_budget_gb=1.0, threads=1,
                        style_model=Path(models["general"]), preview_every=1,
+                       mccstn_weights=Path(models["root"]) / "mccstn",  # empty: not the shipped weights
                        extra_engines=[("blend", lambda cfg, cache: BlendEngine())])
     demo = studio_app.build_app(cfg)
     _, url, _ = studio_app.launch(demo, cfg, prevent_thread_lock=True, quiet=True)

@@ -134,7 +134,8 @@ def test_friendly_errors():
 
 
 def test_registry_lists_broken_engines_as_unavailable(tmp_path):
-    cfg = StudioConfig(models_dir=tmp_path, device="cpu", style_model=tmp_path / "missing")
+    cfg = StudioConfig(models_dir=tmp_path, device="cpu", style_model=tmp_path / "missing",
+                       mccstn_weights=tmp_path / "mccstn")  # an empty folder, not the shipped weights
     reg = EngineRegistry(cfg, cache=None, slots=WorkSlots(1))
     reg.specs.append(_Spec("ghost", "Ghost", "no_such_module_xyz", "Engine", make=lambda cls, r: cls()))
     es = {e.key: e for e in reg.entries()}

@@ -104,8 +104,9 @@ def test_generator_contrastive_term_reaches_the_generator(data, tmp_path):
 
 def test_config_errors(data, tmp_path, capsys):
     root, vgg = data
-    with pytest.raises(ValueError, match="discriminator"):
-        _cfg(root, vgg, tmp_path / "x", crop_size=64, load_size=64).validate()
+    _cfg(root, vgg, tmp_path / "x", crop_size=64, load_size=64).validate()  # D sees an enlarged copy
+    with pytest.raises(ValueError, match="too small for the encoder"):
+        _cfg(root, vgg, tmp_path / "x", crop_size=16, load_size=16).validate()
     with pytest.raises(ValueError, match="--vgg"):
         _cfg(root, "", tmp_path / "x").validate()
     with pytest.raises(ValueError, match="nce_layers"):

@@ -1,0 +1,172 @@
+"""Subject-keeping diffusion style transfer: invert with the general model, sample with a style expert.
+
+StyleID (:mod:`mccstn.injection`) inverts the content all the way to noise and rebuilds it under
+injected style attention; on the toy models that loses the subject (bench/results/style_quality.md).
+This engine keeps the subject by *not* going all the way:
+
+1. encode content and style with the (shared) VAE;
+2. DDIM-invert the content with the **general** model (which knows photos) over only the last
+   ``strength`` fraction of the schedule (SDEdit, Meng et al., ICLR 2022: a partially noised
+   image keeps its coarse layout: position, silhouette, size, and its colour);
+3. optionally (``adain``) re-colour the partially inverted latent by AdaIN with the style
+   latent's per-channel statistics (Huang & Belongie 2017), the way StyleID starts its sampling;
+4. DDIM-sample the remaining steps with the **style expert** (on the toy world: the cartoon
+   expert, a fine-tune of the general model on the style's domain), optionally with a prompt
+   and classifier-free guidance, so the look (flat fill, outline, eyes, background) comes from
+   the expert's learned style;
+5. give the output's subject the colour of the content's subject (``preserve_color``, default)
+   or of the style's subject: region-wise colour transfer on the saturated pixels.
+
+Both models must share the VAE latent space (a fine-tune of one base, as toy-general and
+toy-cartoon, or SD 1.5 and its derivatives). Without an expert, the general model samples too.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .injection import (InjectionStats, _check_cancel, _eps, _rss_peak, _schedule, adain, decode_latent,
+                        encode_image, grid_multiple, invert, load_image, prepare_images)
+
+
+@dataclass
+class ExpertTransferSettings:
+    """Settings of :func:`expert_transfer`, with the defaults measured best on the dev pairs.
+
+    steps: DDIM steps of the full schedule (inversion and sampling use its last part). 20.
+    strength: fraction of the schedule inverted and re-sampled, in (0, 1]; higher = more style,
+        less of the content's detail. 0.5.
+    general_share: fraction of the sampled steps (the noisiest ones) still denoised by the general
+        model before the expert takes over (MagicFusion's observation: layout and colour are
+        settled in the early steps, the look in the late ones). 0 = expert throughout.
+    preserve_color: the output's subject (its saturated pixels) gets the colour statistics of
+        the content's subject (True, default; the expert may not know the content's colour) or
+        of the style's subject (False) (:func:`match_subject_colour`).
+    adain: also re-colour the partially inverted latent by AdaIN with the style latent's
+        channel statistics, as StyleID starts its sampling. False (measured: it costs shape).
+    prompt: text condition while sampling with the expert. "" (none).
+    guidance: classifier-free guidance of the prompt (1 = none). 1.
+    resolution: output side in pixels (0 = the model's native size), rounded to the model grid.
+    """
+
+    steps: int = 20
+    strength: float = 0.5
+    general_share: float = 0.0
+    preserve_color: bool = True
+    adain: bool = False
+    prompt: str = ""
+    guidance: float = 1.0
+    resolution: int = 0
+
+    def validate(self) -> "ExpertTransferSettings":
+        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or not 1 <= self.steps <= 1000:
+            raise ValueError(f"steps: got {self.steps!r}; accepted: an integer in [1, 1000]")
+        if not isinstance(self.strength, (int, float)) or not 0.0 < float(self.strength) <= 1.0:
+            raise ValueError(f"strength: got {self.strength!r}; accepted: a number in (0, 1]")
+        if not isinstance(self.general_share, (int, float)) or not 0.0 <= float(self.general_share) <= 1.0:
+            raise ValueError(f"general_share: got {self.general_share!r}; accepted: a number in [0, 1]")
+        for name in ("preserve_color", "adain"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}: got {getattr(self, name)!r}; accepted: True or False")
+        if not isinstance(self.guidance, (int, float)) or not 0.0 <= float(self.guidance) <= 100.0:
+            raise ValueError(f"guidance: got {self.guidance!r}; accepted: a number in [0, 100]")
+        if not isinstance(self.resolution, int) or not 0 <= self.resolution <= 2048:
+            raise ValueError(f"resolution: got {self.resolution!r}; accepted: an integer in [0, 2048]")
+        if not isinstance(self.prompt, str):
+            raise ValueError(f"prompt: got {type(self.prompt).__name__}; accepted: a string")
+        return self
+
+    def sampled_steps(self) -> int:
+        return max(1, round(self.steps * float(self.strength)))
+
+
+@torch.no_grad()
+def expert_transfer(general, expert, content: Any, style: Any,
+                    settings: Optional[ExpertTransferSettings] = None, cancel=None,
+                    callback: Optional[Callable] = None) -> tuple[Image.Image, InjectionStats]:
+    """Stylise ``content`` like ``style``: invert with ``general``, sample with ``expert``
+    (``None``: the general model). Returns the image and its :class:`InjectionStats`."""
+    s = (settings or ExpertTransferSettings()).validate()
+    expert = expert if expert is not None else general
+    c_img, s_img = load_image(content, "content"), load_image(style, "style")
+    c_img, s_img = prepare_images(c_img, s_img, s.resolution or general.native_size, "crop",
+                                  grid_multiple(general))
+    t0 = time.perf_counter()
+    timesteps, alphas = _schedule(general, s.steps)
+    part = list(timesteps)[-s.sampled_steps():]
+    z0 = encode_image(general, [c_img, s_img])
+    zt, _ = invert(general, z0[:1], part, alphas, cancel=cancel, callback=callback)
+    if s.adain:
+        zt = adain(zt, z0[1:])
+    t1 = time.perf_counter()
+    k = round(len(part) * float(s.general_share))
+    z, rows = _sample_switching(general, expert, zt, part, k, alphas, s, cancel, callback)
+    [out] = decode_latent(expert, z)
+    out = match_subject_colour(out, c_img if s.preserve_color else s_img)
+    t2 = time.perf_counter()
+    stats = InjectionStats(size=c_img.size, layers=(), timesteps=len(part))
+    stats.unet_rows = len(part) + rows
+    stats.seconds, stats.seconds_inversion, stats.seconds_sampling = t2 - t0, t1 - t0, t2 - t1
+    stats.rss_peak_bytes = _rss_peak()
+    return out, stats
+
+
+def _sample_switching(general, expert, x, timesteps, k, alphas, s: ExpertTransferSettings, cancel, callback):
+    """DDIM over ``timesteps``: the first ``k`` steps with ``general``, the rest with ``expert``,
+    with classifier-free guidance of ``s.prompt`` when ``s.guidance != 1``. Returns (z_0, rows)."""
+    from fusion.sampler import ddim_step
+
+    guided = float(s.guidance) != 1.0
+    rows, n = 0, len(timesteps)
+    contexts = {}
+    for i, t in enumerate(timesteps):
+        _check_cancel(cancel)
+        model = general if i < k else expert
+        if id(model) not in contexts:
+            cond = model.encode_prompts([s.prompt])
+            contexts[id(model)] = torch.cat([model.encode_prompts([""]), cond]) if guided else cond
+        ctx = contexts[id(model)]
+        a_t = float(alphas[t])
+        a_prev = float(alphas[timesteps[i + 1]]) if i + 1 < n else float(alphas[0])
+        e = _eps(model, alphas, torch.cat([x, x]) if guided else x, t, ctx)
+        rows += 2 if guided else 1
+        eps = e[:1] + float(s.guidance) * (e[1:] - e[:1]) if guided else e
+        x, _ = ddim_step(x, eps, a_t, a_prev)
+        if callback is not None:
+            callback("sample", i, n)
+    return x, rows
+
+
+SATURATION_MASK = 70  # max - min of RGB (0-255): toy objects are saturated, backgrounds are not
+
+
+def _saturation(a: np.ndarray) -> np.ndarray:
+    return a.max(-1) - a.min(-1)
+
+
+def match_subject_colour(out: Image.Image, content: Image.Image, threshold: float = SATURATION_MASK) -> Image.Image:
+    """Give the output's colourful region the content's colourful-region colour statistics.
+
+    Region-wise mean/std colour transfer (Reinhard et al., "Color Transfer between Images",
+    2001, per RGB channel here): the subject is taken to be the saturated pixels (RGB max - min
+    above ``threshold``) of each image, which in the toy world is the object and nothing else
+    (outlines are dark, eyes black and white, backgrounds grey or cream). Pixels are blended by
+    a soft weight rising from 0.8 x threshold to threshold, so the outline and background (the
+    cartoon cream has a saturation of 45) stay as the expert drew them. Without a colourful region in either image the output is returned.
+    """
+    o = np.asarray(out.convert("RGB"), dtype=np.float32)
+    c = np.asarray(content.convert("RGB").resize(out.size, Image.BICUBIC), dtype=np.float32)
+    mo, mc = _saturation(o) > threshold, _saturation(c) > threshold
+    if mo.sum() < 4 or mc.sum() < 4:
+        return out
+    mean_o, std_o = o[mo].mean(0), o[mo].std(0) + 1e-3
+    mean_c, std_c = c[mc].mean(0), c[mc].std(0)
+    recoloured = (o - mean_o) / std_o * np.minimum(std_c, std_o) + mean_c
+    w = np.clip((_saturation(o) - 0.8 * threshold) / (0.2 * threshold), 0.0, 1.0)[..., None]
+    res = w * recoloured + (1 - w) * o
+    return Image.fromarray(np.clip(np.round(res), 0, 255).astype(np.uint8))
