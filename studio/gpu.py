@@ -49,7 +49,11 @@ class WorkSlots:
         finally:
             with self._cond:
                 self._busy -= 1
+                idle = self._busy == 0
                 self._cond.notify_all()
+            if idle:  # the last job ended: hand its freed memory back soon (studio.memory)
+                from .memory import release_when_idle
+                release_when_idle(lambda: self._busy == 0)
 
     @property
     def busy(self) -> int:

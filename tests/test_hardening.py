@@ -196,3 +196,40 @@ def test_sweep_axes_are_capped_and_quote_briefly():
     _, msg = _timed_error(parse_axis, "kg", "1,1e308")
     assert "1e308" in msg
     assert parse_axis("ke", "1, 3") == (1.0, 3.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# finding 6 (memory): freed work memory goes back to the OS when the last work slot ends
+# ---------------------------------------------------------------------------------------------
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RSS from /proc")
+def test_memory_freed_by_a_job_is_handed_back_when_its_slot_ends():
+    import threading
+
+    from studio.gpu import WorkSlots
+    slots, survivors = WorkSlots(1), []
+
+    def job():  # what a request does to glibc's heap: large temporaries between small survivors
+        with slots.slot():
+            big = torch.ones(4 * 2 ** 20)  # 16 MB freed: glibc raises its mmap threshold above 1 MB
+            del big
+            temporaries = []
+            for _ in range(300):
+                temporaries.append(torch.ones(256 * 1024))  # 1 MB each, from this thread's arena
+                survivors.append(torch.ones(16))
+            del temporaries
+
+    base = _rss_mb()
+    worker = threading.Thread(target=job)
+    worker.start()
+    worker.join()
+    deadline = time.perf_counter() + 5  # the memory is handed back shortly after the slot ends
+    while _rss_mb() - base > 60 and time.perf_counter() < deadline:
+        time.sleep(0.05)
+    grown = _rss_mb() - base
+    survivors.clear()
+    assert grown < 60, f"{grown:.0f} MB of the job's 300 MB of freed temporaries still resident"
