@@ -97,7 +97,10 @@ def build_app(config: StudioConfig | None = None, studio=None):
     upload = _image_upload(gr)
 
     def lora_pairs():
-        return [("(no LoRA)", "")] + [(c.label, c.path) for c in discover_loras(cfg.models_dir)]
+        found = [(c.label, c.path) for c in discover_loras(cfg.models_dir)]
+        listed = [(f"{k} (models.yaml)", str(p)) for k, p in (cfg.space.loras.items() if cfg.space else ())
+                  if str(p) not in {v for _, v in found}]
+        return [("(no LoRA)", "")] + found + listed
     mode_choices = [(MODE_HELP[m], m) for m in (0, 1, 2)]
     recipe = ex.FUSION_EXAMPLES[0]
 

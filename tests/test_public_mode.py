@@ -272,3 +272,27 @@ def test_upload_pixels_capped_before_decoding(app, tmp_path):
     msg = error_of(lambda: app[1].predict(handle_file(str(bomb)), handle_file(str(small)), "slow",
                                          api_name="/stylize"))
     assert "Content: 2100x2100 is 4.4 megapixels, more than this app's 4.2" in msg, msg
+
+
+def test_lora_paths_all_get_the_same_answer(models, tmp_path):
+    from studio.models import TOY_LORA
+    from studio.public import LORA_REFUSED
+    listed = tmp_path / "listed" / "cartoon.safetensors"
+    listed.parent.mkdir()
+    listed.write_bytes(b"")
+    pol = PublicPolicy(models["dir"], loras=[listed])
+    msgs = set()
+    for text in (models["missing"], models["not_a_model"], str(tmp_path / "elsewhere.safetensors")):
+        with pytest.raises(ValueError) as e:
+            pol.resolve_lora("", text, "Expert")
+        msgs.add(str(e.value).encode())
+    assert msgs == {LORA_REFUSED.format(role="Expert").encode()}
+    assert pol.resolve_lora("", "", "Expert") is None                       # no LoRA
+    assert pol.resolve_lora(str(listed), "", "Expert") == listed             # models.yaml's
+    if TOY_LORA.is_file():
+        assert pol.resolve_lora(str(TOY_LORA), "", "Expert") == TOY_LORA     # the shipped one
+
+
+def test_lora_refused_through_the_api(app, models):
+    msg = error_of(lambda: fuse(app[1], models, expert_lora_path=models["not_a_model"]))
+    assert "Expert LoRA: not one of the LoRAs this app offers" in msg
