@@ -325,6 +325,14 @@ def build_app(config: StudioConfig | None = None, studio=None):
                 label="The reference's two recipes in the toy world (click one, then Fuse)",
                 **example_cache(lambda *a: fuse_example(*a), [out_general, out_expert, out_fused, compare, status]))
 
+        if not public and not calls.active:  # public / ZeroGPU apps: no sweeps (work of many requests)
+            from studio.sweep_panel import add_sweep_tab
+            add_sweep_tab(gr, rt, dict(general=general, expert=expert, general_path=general_path, expert_path=expert_path,
+                                       prompt=prompt, prompt1=prompt1, negative=negative, seed=seed, steps=steps,
+                                       guidance=guidance, height=height, width=width, v1=v1, kg=kg, ke=ke,
+                                       selection=selection, mode=mode, primary=primary),
+                          _session, _with_request, _panels, gpu_limit)
+
         with gr.Tab("Style transfer", id="style"):
             entries = rt.engines.entries()
             default_engine = rt.engines.default_key()

@@ -1,6 +1,6 @@
 """Cell sharing in sweeps: a sweep against its cells run one by one, side by side in one process.
 
-    python bench/sweep_sharing.py                     # toy models, 50 steps, writes bench/results/sweep_sharing.*
+    python bench/sweep_sharing.py                     # toy models, 20 steps (the issue's example), writes bench/results/sweep_sharing.*
     python bench/sweep_sharing.py --models tiny --steps 3 --out /tmp/s.json     # smoke run
 
 For every grid, three ways to get the same cells (one model load, the same pipeline object):
@@ -125,7 +125,7 @@ def main(argv=None) -> dict:
     p.add_argument("--prompt", default="a cartoon of a big green circle")
     p.add_argument("--prompt1", default="a big green circle")
     p.add_argument("--seed", type=int, default=1000)
-    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--steps", type=int, default=20)
     p.add_argument("--scale", type=float, default=7.5)
     p.add_argument("--n_samples", type=int, default=1)
     p.add_argument("--H", type=int, default=None)
