@@ -147,9 +147,11 @@ def probe_stop_library(size=128, steps=200):
 
 def probe_nan(url):
     import httpx
-    a = fuse_args()
-    data = [a["general"], a["expert"], "", "", "general", a["prompt"], a["prompt1"], "", float("nan"), 10, 5.0,
-            64, 64, "600,1,1", 2]
+    from gradio_client import Client
+    a = {**fuse_args(), "seed": float("nan"), "guidance": 5.0}
+    params = Client(url, verbose=False).view_api(print_info=False, return_format="dict")[
+        "named_endpoints"]["/fuse"]["parameters"]
+    data = [a.get(p["parameter_name"], p.get("parameter_default")) for p in params]
     with httpx.Client(base_url=url, timeout=60) as http:
         r = http.post("gradio_api/call/fuse", content=json.dumps({"data": data}),
                       headers={"content-type": "application/json"})

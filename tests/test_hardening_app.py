@@ -194,11 +194,11 @@ def test_nan_and_fractions_are_refused_by_name(app, models, field, value, messag
 
     import httpx
     _, url = app
-    a = {**_fuse_args(models), "general_path": "", "expert_path": "", "primary": "general", "negative_prompt": "",
-         "guidance": 5.0, "fusion_selection": "600,1,1", "mode": 2, field: value}
-    order = ("general", "expert", "general_path", "expert_path", "primary", "prompt", "prompt1", "negative_prompt",
-             "seed", "steps", "guidance", "height", "width", "fusion_selection", "mode")
-    body = json.dumps({"data": [a[k] for k in order]})  # NaN/Infinity tokens, as JavaScript would not send
+    a = {**_fuse_args(models), "guidance": 5.0, "fusion_selection": "600,1,1", "mode": 2, field: value}
+    params = Client(url, verbose=False).view_api(print_info=False, return_format="dict")[
+        "named_endpoints"]["/fuse"]["parameters"]  # positional order; the rest at their defaults
+    data = [a.get(p["parameter_name"], p.get("parameter_default")) for p in params]
+    body = json.dumps({"data": data})  # NaN/Infinity tokens, as JavaScript would not send
     with httpx.Client(base_url=url, timeout=60) as http:
         r = http.post("gradio_api/call/fuse", content=body, headers={"content-type": "application/json"})
         events = http.get(f"gradio_api/call/fuse/{r.json()['event_id']}").text
