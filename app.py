@@ -63,6 +63,7 @@ def build_app(config: StudioConfig | None = None, studio=None):
     """The Blocks app. ``studio``: an existing :class:`studio.runtime.Studio` (tests share one)."""
     gr = _gr()
     from fusion.schedule import MODE_HELP, FusionSelection, parse_fusion_selection
+    from fusion.schedulers import SAMPLER_HELP
     from studio import examples as ex
     from studio.engines import control_param
     from studio.fusion_service import FuseRequest
@@ -107,7 +108,7 @@ def build_app(config: StudioConfig | None = None, studio=None):
     # ---- handlers ---------------------------------------------------------------------------
     def fuse(general, expert, general_path, expert_path, primary, prompt, prompt1, negative_prompt, seed,
              steps, guidance, height, width, fusion_selection, mode, general_lora="", expert_lora="",
-             general_lora_path="", expert_lora_path="", general_lora_scale=1.0, expert_lora_scale=1.0,
+             general_lora_path="", expert_lora_path="", general_lora_scale=1.0, expert_lora_scale=1.0, sampler="ddim",
              progress=gr.Progress(), request: gr.Request = None):
         """Run a fusion; stream previews; return general, expert and fused images, the
         before/after pair, and the saliency view of the first captured SNB step."""
@@ -121,7 +122,8 @@ def build_app(config: StudioConfig | None = None, studio=None):
                           fusion_selection=fusion_selection or "", mode=int(mode if mode is not None else 2),
                           general_lora=general_lora or "", expert_lora=expert_lora or "",
                           general_lora_path_box=general_lora_path or "", expert_lora_path_box=expert_lora_path or "",
-                          general_lora_scale=general_lora_scale, expert_lora_scale=expert_lora_scale)
+                          general_lora_scale=general_lora_scale, expert_lora_scale=expert_lora_scale,
+                          sampler=sampler or "ddim")
         cancel = rt.new_cancel(_session(request), "fuse")
         skip = gr.skip()
         progress(0, desc="loading models / waiting for a free slot")
@@ -270,7 +272,9 @@ def build_app(config: StudioConfig | None = None, studio=None):
                         seed = gr.Number(recipe.seed, label="Seed", minimum=0, elem_id="seed")
                         dice = gr.Button("Randomise seed", size="sm", scale=0)
                     with gr.Row():
-                        steps = gr.Slider(1, policy.limits.max_steps if public else 200, value=recipe.steps, step=1, label="Steps (DDIM)", elem_id="steps")
+                        steps = gr.Slider(1, policy.limits.max_steps if public else 200, value=recipe.steps, step=1, label="Steps", elem_id="steps")
+                        sampler = gr.Dropdown([(v, k) for k, v in SAMPLER_HELP.items()], value="ddim", label="Sampler",
+                                              elem_id="sampler")
                         guidance = gr.Slider(1, 20, value=recipe.guidance, step=0.5, label="Guidance scale")
                     with gr.Row():
                         # broad bounds for API callers; the page narrows them to the primary's sizes on load
@@ -373,7 +377,7 @@ def build_app(config: StudioConfig | None = None, studio=None):
         # ---- events (every one with a stable api_name) --------------------------------------
         fuse_inputs = [general, expert, general_path, expert_path, primary, prompt, prompt1, negative, seed,
                        steps, guidance, height, width, selection, mode, general_lora, expert_lora,
-                       general_lora_path, expert_lora_path, general_lora_scale, expert_lora_scale]
+                       general_lora_path, expert_lora_path, general_lora_scale, expert_lora_scale, sampler]
         fuse_outputs = [out_general, out_expert, out_fused, compare, sal_p, sal_s, sal_m, share_plot, step,
                         step_caption, status, trace_state]
         fuse_evt = run.click(fuse, fuse_inputs, fuse_outputs, api_name="fuse", concurrency_id="gpu",

@@ -64,7 +64,7 @@ def settings_for(spec, family, **over):
     fam.update(spec["families"][family]["settings"])
     fam.update(over)
     return FusionSettings(fusion_selection=fam["fusion_selection"], mode=int(fam["mode"]),
-                          primary=fam["primary"], steps=int(fam["steps"]),
+                          primary=fam["primary"], steps=int(fam["steps"]), sampler=str(fam.get("sampler", "ddim")),
                           guidance_scale=float(fam["guidance_scale"]), n_samples=int(fam.get("n_samples", 1)),
                           capture_saliency=bool(fam.get("capture_saliency", False)),
                           trajectories=tuple(fam.get("trajectories", ARMS)))

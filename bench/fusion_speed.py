@@ -9,10 +9,14 @@ Schedules (all produce the three images of a request: general alone, expert alon
 * ``naive``: every run separate: both UNets on every fused step (``eager_secondary``), no
   sharing of identical evaluations, the two models hold their own VAE and text encoder
   (``FusionPipeline(dedupe=False)``).
-* ``project``: the defaults (``share=True``, dedupe): the secondary runs only on SNB steps,
-  identical evaluations are computed once, one VAE/text encoder. Outputs bit-equal to naive.
-* ``project_batch``: plus ``batch_trajectories=True`` (every evaluation of one UNet at one
-  step as one batch; equal up to float rounding).
+* ``project``: ``share=True``, dedupe, ``batch_trajectories=False``: the secondary runs only on
+  SNB steps, identical evaluations are computed once, one VAE/text encoder. Outputs bit-equal
+  to naive.
+* ``project_batch``: the library defaults, which on CPU and CUDA batch trajectories (every
+  evaluation of one UNet at one step as one batch; equal up to float rounding), saliency
+  capture on.
+* ``project_batch_nocapture``: the defaults with ``capture_saliency=False``: the saliency
+  capture's cost is the ratio of the two.
 
 Requests alternate between schedules (A/B/A/B...) so that drift of a shared, noisy machine
 hits all of them alike; ratios are what to read. Per schedule: UNet calls, seconds per request
@@ -53,7 +57,7 @@ from fusion.loading import DiffusionModel  # noqa: E402
 from fusion.pipeline import FusionPipeline, FusionSettings, to_uint8  # noqa: E402
 
 DEFAULT_RECIPES = ("600,1,1:2:general", "850,1,1:1:expert")
-SCHEDULES = ("naive", "project", "project_batch")
+SCHEDULES = ("naive", "project", "project_batch", "project_batch_nocapture")
 TOY_DIRS = (ROOT / "assets" / "models" / "toy-general", ROOT / "assets" / "models" / "toy-cartoon")
 
 
@@ -163,9 +167,11 @@ def schedule_settings(name: str, base: dict) -> FusionSettings:
     if name == "naive":
         return FusionSettings(**base, share=False, eager_secondary=True, batch_trajectories=False)
     if name == "project":
-        return FusionSettings(**base)
+        return FusionSettings(**base, batch_trajectories=False)
     if name == "project_batch":
-        return FusionSettings(**base, batch_trajectories=True)
+        return FusionSettings(**base)  # the defaults: batched on CPU and CUDA (fusion.fastpath)
+    if name == "project_batch_nocapture":
+        return FusionSettings(**{**base, "capture_saliency": False})
     raise ValueError(name)
 
 
@@ -403,6 +409,19 @@ def cold_warm(args, device, dtype) -> dict:
 # ---------------------------------------------------------------------------------------------
 # report
 # ---------------------------------------------------------------------------------------------
+def capture_cost(requests: list[dict]) -> dict:
+    """Per recipe: seconds with saliency capture over seconds without (the defaults otherwise)."""
+    rows = {(r["recipe"], r["schedule"]): r for r in requests}
+    out = {}
+    for (recipe, sched), on in rows.items():
+        off = rows.get((recipe, "project_batch_nocapture"))
+        if sched == "project_batch" and off:
+            paired = sorted(a / b for a, b in zip(on["all_seconds"], off["all_seconds"]))
+            out[recipe] = dict(ratio=round(on["s_per_request"] / off["s_per_request"], 4),
+                               paired_median=round(statistics.median(paired), 4))
+    return out
+
+
 def markdown(res: dict) -> str:
     a = res["args"]
     lines = [f"### fusion_speed: size={a['size']}, {a['H']}x{a['W']}, {a['steps']} steps, n_samples={a['n_samples']}, "
@@ -419,6 +438,11 @@ def markdown(res: dict) -> str:
         lines.append("")
         lines.append("(peak RSS: the whole process, which holds both schedules' models; see 'Holding two models')")
         lines.append("")
+        cap = capture_cost(res["requests"])
+        if cap:
+            lines.append("Saliency capture (defaults with capture on / off, same requests interleaved): " + "; ".join(
+                f"{k}: {v['ratio']} (paired median {v['paired_median']})" for k, v in cap.items()))
+            lines.append("")
         lines.append("Against naive (final latents bit-equal / images bit-equal / max |diff| / 8-bit images equal): " +
                      "; ".join(f"{k}: {v['latents_bit_equal']} / {v['images_bit_equal']} / "
                                f"{v['images_max_abs_diff']:.1e} / {v['uint8_equal']}" for k, v in res["bit_equal"].items()))
@@ -542,6 +566,7 @@ def _main(args) -> dict:
 
     if args.requests:
         res["requests"], res["bit_equal"] = run_requests(pipes, args.recipes, args, device)
+        res["saliency_capture"] = capture_cost(res["requests"])
 
     if args.components:
         print("component timings...", flush=True)

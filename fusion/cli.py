@@ -93,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
                    help="weights dtype: auto = fp16 on CUDA, fp32 on CPU")
-    p.add_argument("--batch_trajectories", action="store_true",
-                   help="one UNet call per model per step for all three runs (faster on GPUs)")
+    p.add_argument("--batch_trajectories", action=argparse.BooleanOptionalAction, default=None,
+                   help="one UNet call per model per step for all three runs; default: the device's measured "
+                        "choice (batched on CPU and CUDA); --no-batch_trajectories: latents bit-identical to the naive loop")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: 1 on machines with <= 2 CPUs, where more threads thrash)")
     p.add_argument("--overwrite", action="store_true", help="replace files that already exist in --outdir")

@@ -26,6 +26,8 @@ from .sampler import (SamplerStats, StepEvent, Trajectory, UNetDenoiser, _check_
                       ddim_timesteps, sample_trajectories)
 from .schedule import FusionSelection, check_mode, parse_fusion_selection
 from .schedulers import check_sampler, make_solver
+from .capture import SaliencyRecorder, SaliencyStep, check_capture
+from .fastpath import resolve_batching
 
 __all__ = ["FusionSettings", "SaliencyStep", "FusionResult", "FusionPipeline", "TRAJECTORIES",
            "to_uint8", "to_pil", "initial_noise"]
@@ -50,9 +52,12 @@ class FusionSettings:
     prompt_routing: "role" (reference) or "model" (see the module doc).
     own_uncond: secondary saliency uses the secondary's own uncond noise (reference: primary's).
     trajectories: which of "general", "expert", "fused" to produce.
-    capture_saliency: keep every SNB step's maps (for the saliency view).
+    capture_saliency: keep every SNB step's saliency maps for the saliency view (True), also the
+        pre-softmax maps ("full"), or nothing (False); see :mod:`fusion.capture`.
     share: compute identical UNet evaluations of different trajectories once.
-    batch_trajectories: one UNet call per model per step for all trajectories (helps on GPUs).
+    batch_trajectories: one UNet call per model per step for all trajectories; None = the
+        device's measured choice (:mod:`fusion.fastpath`; batched on CPU and CUDA). False gives
+        final latents bit-identical to the naive loop's; batched ones differ by float rounding.
     eager_secondary: run the secondary UNet on every fused step even where SNB is off (the naive
         schedule; same output, more work: for benchmarks and tests only).
     """
@@ -70,9 +75,9 @@ class FusionSettings:
     prompt_routing: str = "role"
     own_uncond: bool = False
     trajectories: tuple[str, ...] = TRAJECTORIES
-    capture_saliency: bool = True
+    capture_saliency: bool | str = True
     share: bool = True
-    batch_trajectories: bool = False
+    batch_trajectories: bool | None = None
     eager_secondary: bool = False
 
     def validated(self) -> "FusionSettings":
@@ -80,6 +85,7 @@ class FusionSettings:
         sel = parse_fusion_selection(self.fusion_selection)
         mode = check_mode(self.mode)
         check_sampler(self.sampler)
+        check_capture(self.capture_saliency)
         if self.primary not in ("general", "expert"):
             raise ValueError(f"primary must be 'general' or 'expert', got {self.primary!r}")
         if self.prompt_routing not in ("role", "model"):
@@ -97,23 +103,6 @@ class FusionSettings:
         return replace(self, fusion_selection=sel, mode=mode, steps=int(self.steps),
                        n_samples=int(self.n_samples), guidance_scale=float(self.guidance_scale),
                        trajectories=traj)
-
-
-@dataclass
-class SaliencyStep:
-    """The maps of one SNB step of the fused trajectory (CPU float32, (n, 1, h, w) each)."""
-
-    index: int
-    t: int
-    mask: torch.Tensor
-    saliency_p: torch.Tensor
-    saliency_s: torch.Tensor
-    raw_p: torch.Tensor
-    raw_s: torch.Tensor
-
-    @property
-    def secondary_share(self) -> torch.Tensor:
-        return self.mask.flatten(1).mean(dim=1)
 
 
 @dataclass
@@ -336,25 +325,24 @@ class FusionPipeline:
             s.steps, int(primary.scheduler_config.get("num_train_timesteps", 1000)),
             int(primary.scheduler_config.get("steps_offset", 1)))
         alphas = alphas_cumprod(primary.scheduler_config)
+        batch, why = resolve_batching(s.batch_trajectories, primary.device.type)
         results = []
         for si, seed in enumerate(seeds):
             t0 = time.perf_counter()
             x_T = self.prepare_latents(seed, s)
-            captured: list[SaliencyStep] = []
+            recorder = SaliencyRecorder(s.capture_saliency)
 
-            def on_step(ev: StepEvent, si=si, captured=captured):
-                r = ev.snb.get("fused")
-                if r is not None and s.capture_saliency:
-                    captured.append(SaliencyStep(ev.index, ev.t, *(v.detach().float().cpu() for v in (
-                        r.mask, r.saliency_p, r.saliency_s, r.raw_p, r.raw_s))))
+            def on_step(ev: StepEvent, si=si, recorder=recorder):
+                recorder.record(ev)
                 if callback is not None:
                     callback(si, ev)
 
             latents, stats = sample_trajectories(
                 trajectories, x_T, timesteps, alphas, s.guidance_scale, callback=on_step, cancel=cancel,
-                share=s.share, batch_trajectories=s.batch_trajectories, solver=solver)
+                share=s.share, batch_trajectories=batch, solver=solver)
             _check_cancel(cancel)  # a Stop during the last step skips the decode
+            stats.choices.update(batch_trajectories=batch, batch_reason=why, sampler=s.sampler, share=s.share)
             images = self.decode(latents, s)
-            results.append(FusionResult(seed=int(seed), settings=s, images=images, saliency=captured,
+            results.append(FusionResult(seed=int(seed), settings=s, images=images, saliency=recorder.steps(),
                                         stats=stats, seconds=time.perf_counter() - t0))
         return results

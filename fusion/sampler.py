@@ -173,11 +173,13 @@ class StepEvent:
 
 @dataclass
 class SamplerStats:
-    """UNet work done: forward passes and batch rows per denoiser name, and deduplicated calls."""
+    """UNet work done: forward passes and batch rows per denoiser name, and deduplicated calls;
+    ``choices``: the execution path the caller chose (e.g. batching, and why)."""
 
     calls: dict[str, int] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)
     shared: int = 0
+    choices: dict[str, object] = field(default_factory=dict)
 
     @property
     def total_calls(self) -> int:

@@ -34,6 +34,7 @@ class FuseRequest:
     fusion_selection: str = "600,1,1"
     mode: int = 2
     primary: str = "general"
+    sampler: str = "ddim"             # fusion.schedulers.SAMPLERS
     general_path_box: str = ""
     expert_path_box: str = ""
     general_lora: str = ""            # LoRA picker value / path box per side ("" = no LoRA)
@@ -94,10 +95,10 @@ class FusionService:
         from fusion.pipeline import FusionSettings
         return FusionSettings(
             fusion_selection=str(req.fusion_selection).strip(), mode=int(req.mode), primary=req.primary,
-            steps=int(req.steps), guidance_scale=float(req.guidance),
+            steps=int(req.steps), sampler=req.sampler or "ddim", guidance_scale=float(req.guidance),
             height=int(req.height) if req.height else None, width=int(req.width) if req.width else None,
             n_samples=1, negative_prompt=req.negative_prompt or "", capture_saliency=True,
-            batch_trajectories=device_type == "cuda")
+            batch_trajectories=None)  # the library's measured choice for the device
 
     def _every(self, steps: int) -> int:
         if self.preview_every:
@@ -122,6 +123,8 @@ class FusionService:
             from fusion.schedule import check_mode, parse_fusion_selection
             sel = parse_fusion_selection(str(req.fusion_selection).strip())
             check_mode(req.mode)
+            from fusion.schedulers import check_sampler
+            check_sampler(req.sampler or "ddim")
             if req.primary not in ("general", "expert"):
                 raise ValueError(f"primary must be 'general' or 'expert', got {req.primary!r}")
             seed = whole_number(req.seed, "seed", 0, 2 ** 63 - 1)

@@ -119,6 +119,17 @@ def test_fuse_matches_the_library(app, models):
     assert Image.open(out[0]).convert("RGB").tobytes() == res.pil("general")[0].tobytes()
 
 
+def test_fuse_sampler_choice_is_the_librarys(app, models):
+    from fusion.pipeline import FusionPipeline, FusionSettings
+    _, client, _ = app
+    out = fuse(client, models, sampler="dpmpp_2m", steps=5, seed=12, prompt1="a blue square",
+               fusion_selection="600,1,1", mode=2, primary="general", guidance=7.5)
+    pipe = FusionPipeline.from_paths(models["general"], models["expert"], device="cpu")
+    [res] = pipe("a red circle", "a blue square", FusionSettings(
+        steps=5, sampler="dpmpp_2m", guidance_scale=7.5, height=16, width=16, n_samples=1), seeds=[12])
+    assert Image.open(out[2]).convert("RGB").tobytes() == res.pil("fused")[0].tobytes()
+
+
 def test_fuse_streams_previews(app, models):
     _, client, _ = app
     job = client.submit(api_name="/fuse", general=models["general"], expert=models["expert"], steps=8,

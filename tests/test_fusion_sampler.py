@@ -10,7 +10,8 @@ from fusion.pipeline import FusionSettings, initial_noise
 from fusion.sampler import Cancelled, alphas_cumprod, ddim_step, ddim_timesteps
 from fusion.schedule import uses_snb
 
-FAST = dict(steps=20, n_samples=2, height=16, width=16)
+# unbatched: the path whose outputs are bit-equal to the naive loop (batching: tests/test_fusion_fastpath.py)
+FAST = dict(steps=20, n_samples=2, height=16, width=16, batch_trajectories=False)
 
 
 def run(pipe, prompt="a red circle", prompt1="a blue square", **kw):
@@ -142,7 +143,7 @@ def test_fused_differs_from_both_when_snb_is_on(tiny_pipe):
 
 
 def test_saliency_is_captured_on_every_snb_step(tiny_pipe):
-    r = run(tiny_pipe, mode=2, fusion_selection="600,1,1")
+    r = run(tiny_pipe, mode=2, fusion_selection="600,1,1", capture_saliency="full")
     ts = ddim_timesteps(FAST["steps"])
     assert [s.t for s in r.saliency] == [t for t in ts if t > 600]
     step = r.saliency[0]
