@@ -1,9 +1,11 @@
-"""One short GPU check: SD 1.x-size random weights, fp16, 512x512, 50 steps.
+"""One short GPU check: SD 1.x-size random weights, fp16, 512x512, 50 steps (and 20).
 
-Reports seconds per plain image (one model, CFG, 50 steps, decode), per fused request (three
-images: general, expert, fused) for the naive schedule, the project's default schedule and the
-project's schedule with ``batch_trajectories``, the ratios fused/plain and project/naive, UNet
-calls, and peak GPU memory. Optionally repeats with ``torch.compile`` (``--compile``).
+Reports seconds per plain image (one model, CFG, decode), per fused request (three images:
+general, expert, fused) for the naive schedule, the project's unbatched schedule (``project``),
+the library defaults (``project_batch``: batched on CUDA), the defaults without saliency capture
+(its cost), and the defaults with each fast sampler at ``--sampler_steps``; the ratios
+fused/plain and project/naive, UNet calls, and peak GPU memory; then one table. Optionally
+repeats with ``torch.compile`` (``--compile``).
 
     bash bench/gpu_check.sh                      # on a machine with a GPU (< 5 min)
     python bench/gpu_check.py --size tiny --steps 2 --H 32 --W 32   # CPU smoke test
@@ -27,6 +29,7 @@ import torch  # noqa: E402
 
 from bench.fusion_speed import make_models, rewrap, schedule_settings, sync  # noqa: E402
 from fusion.pipeline import FusionPipeline, FusionSettings  # noqa: E402
+from fusion.schedulers import SAMPLERS  # noqa: E402
 
 
 def run(args) -> dict:
@@ -50,7 +53,11 @@ def run(args) -> dict:
         "naive": (naive, schedule_settings("naive", base)),
         "project": (proj, schedule_settings("project", base)),
         "project_batch": (proj, schedule_settings("project_batch", base)),
+        "project_batch_nocapture": (proj, schedule_settings("project_batch_nocapture", base)),
     }
+    for name in [x for x in args.samplers.split(",") if x]:
+        variants[f"{name}_{args.sampler_steps}"] = (proj, FusionSettings(**{**base, "steps": args.sampler_steps},
+                                                                         sampler=name))
     times = {k: [] for k in variants}
     calls = {}
     peak = {}
@@ -80,9 +87,23 @@ def run(args) -> dict:
         s_per_request={k: round(v, 4) for k, v in med.items() if k != "plain"},
         fused_over_plain={k: round(v / med["plain"], 3) for k, v in med.items() if k != "plain"},
         project_over_naive={k: round(med[k] / med["naive"], 4) for k in ("project", "project_batch")},
+        saliency_capture_cost=round(med["project_batch"] / med["project_batch_nocapture"] - 1, 4),
         all_seconds={k: [round(x, 4) for x in v] for k, v in times.items()},
         torch=torch.__version__)
     return res
+
+
+def table(res: dict) -> str:
+    """One markdown table of a run: per variant s/request, ratio to naive, UNet calls, peak memory."""
+    head = (f"{res['size']} {res['H']}x{res['W']} {res['dtype']} on {res['gpu'] or res['device']}, "
+            f"{res['steps']} steps (samplers: see name), plain image {res['s_per_plain_image']} s, "
+            f"saliency capture cost {100 * res['saliency_capture_cost']:+.1f}%")
+    lines = [head, "", "| variant | s / request | vs naive | x plain | UNet calls | peak MB |", "|---|---|---|---|---|---|"]
+    naive = res["s_per_request"]["naive"]
+    for k, v in res["s_per_request"].items():
+        lines.append(f"| {k} | {v} | {v / naive:.3f} | {res['fused_over_plain'][k]} | {res['unet_calls'][k]} | "
+                     f"{res['peak_cuda_mb'].get(k, '-')} |")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> dict:
@@ -101,11 +122,18 @@ def main(argv=None) -> dict:
     ap.add_argument("--fp32", action="store_true")
     ap.add_argument("--compile", action="store_true", help="torch.compile the UNets (CUDA)")
     ap.add_argument("--no-channels-last", action="store_true")
+    ap.add_argument("--samplers", default="dpmpp_2m,dpmpp_2m_karras,unipc,euler",
+                    help="fast samplers to time with the defaults (comma-separated; '' for none)")
+    ap.add_argument("--sampler_steps", type=int, default=20)
     ap.add_argument("--out", default=None, help="write the JSON result here")
     args = ap.parse_args(argv)
+    bad = [x for x in args.samplers.split(",") if x and x not in SAMPLERS]
+    if bad:
+        ap.error(f"--samplers: unknown {bad}; choose from {list(SAMPLERS)}")
     res = run(args)
     text = json.dumps(res, indent=1)
     print(text)
+    print(table(res))
     print(f"\nplain image {res['s_per_plain_image']} s; fused request (3 images): "
           + ", ".join(f"{k} {v} s (x{res['fused_over_plain'][k]} plain)" for k, v in res["s_per_request"].items())
           + "; project/naive " + ", ".join(f"{k} {v}" for k, v in res["project_over_naive"].items()))

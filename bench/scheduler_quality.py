@@ -132,6 +132,9 @@ def main(argv=None):
     p.add_argument("--tolerance", type=float, default=0.02)
     p.add_argument("--time_share", type=float, default=0.30)
     p.add_argument("--no_write", action="store_true")
+    p.add_argument("--only", default="", help="judge only these configurations ('ddim 100,euler 10'), "
+                   "keep them in the partial file and stop (parallel workers; a last run without it merges)")
+    p.add_argument("--partial", default="", help="partial-results file (default: OUT/scheduler_quality_partial.json)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     spec = fq.load_prompt_set(a.prompts)
@@ -142,11 +145,20 @@ def main(argv=None):
     seeds = [int(x) for x in a.seeds.split(",")]
     configs = configurations([s for s in a.samplers.split(",") if s] or None,
                              tuple(int(k) for k in a.steps.split(",")))
+    only = [x.strip() for x in a.only.split(",") if x.strip()]
+    if only:
+        unknown = [x for x in only if x not in map(label, configs)]
+        if unknown:
+            p.error(f"--only: unknown configurations {unknown}; known: {[label(c) for c in configs]}")
+        configs = [c for c in configs if label(c) in only]
+    partial = Path(a.partial) if a.partial else Path(a.out) / "scheduler_quality_partial.json"
     t0 = time.time()
     print(f"{len(items)} prompts x {len(seeds)} seeds x {a.samples} samples, {len(configs)} configurations, "
           f"torch threads {a.threads}", flush=True)
     quality = judge_all(pipe, judge, spec, items, seeds, a.samples, configs, log=lambda m: print(m, flush=True),
-                        partial=None if a.no_write else Path(a.out) / "scheduler_quality_partial.json")
+                        partial=None if a.no_write else partial)
+    if only:
+        return quality, None, None
     step = max(1, len(items) // max(1, a.timing_prompts))
     secs = time_all(pipe, spec, items[::step][:a.timing_prompts], configs)
     text, qualifying = table(quality, secs, a.tolerance, a.time_share)

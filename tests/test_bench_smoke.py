@@ -33,3 +33,19 @@ def test_gpu_check_python_part_runs_on_cpu(tmp_path):
     assert res["unet_calls"]["plain"] == 3 and res["unet_calls"]["naive"] == 12
     assert res["unet_calls"]["project"] < res["unet_calls"]["naive"]
     assert set(res["project_over_naive"]) == {"project", "project_batch"}
+    assert res["unet_calls"]["project_batch"] < res["unet_calls"]["project"]  # the defaults batch on CPU
+
+
+def test_gpu_check_script_smoke_flag_prints_one_table(tmp_path):
+    import subprocess
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run(["bash", str(root / "bench" / "gpu_check.sh"), "--smoke", str(tmp_path)], capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "| variant | s / request | vs naive |" in r.stdout
+    for row in ("| naive |", "| project_batch |", "| project_batch_nocapture |", "| dpmpp_2m_2 |", "| euler_2 |"):
+        assert row in r.stdout
+    res = json.loads((tmp_path / "gpu_check_cpu_smoke.json").read_text())
+    assert res["unet_calls"]["dpmpp_2m_2"] == 2 * 2  # two UNets, one batched call each per step
+    assert "saliency_capture_cost" in res
