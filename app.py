@@ -108,7 +108,8 @@ def build_app(config: StudioConfig | None = None, studio=None):
     # ---- handlers ---------------------------------------------------------------------------
     def fuse(general, expert, general_path, expert_path, primary, prompt, prompt1, negative_prompt, seed,
              steps, guidance, height, width, fusion_selection, mode, general_lora="", expert_lora="",
-             general_lora_path="", expert_lora_path="", general_lora_scale=1.0, expert_lora_scale=1.0, sampler="ddim",
+             general_lora_path="", expert_lora_path="", general_lora_scale=1.0, expert_lora_scale=1.0,
+             sampler="ddim",
              progress=gr.Progress(), request: gr.Request = None):
         """Run a fusion; stream previews; return general, expert and fused images, the
         before/after pair, and the saliency view of the first captured SNB step."""
