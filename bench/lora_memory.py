@@ -1,6 +1,6 @@
 """Memory and speed of a LoRA expert: two full models vs one base model + its LoRA.
 
-    python bench/lora_memory.py                 # toy models (toy-general + toy-cartoon vs toy-general + toy-cartoon-lora)
+    python bench/lora_memory.py      # toy: toy-general + toy-cartoon vs toy-general + toy-cartoon-lora
     python bench/lora_memory.py --sd1           # also SD 1.x-size random-weight models (memory only)
 
 Memory: each way is loaded in a fresh child process (RSS never shrinks back, so one process
@@ -178,8 +178,9 @@ def main(argv=None):
     (RESULTS / "lora_memory.json").write_text(json.dumps(dict(
         rows=rows, speed=sp, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         load=os.getloadavg()), indent=2))
-    (RESULTS / "lora_memory.md").write_text(text + f"\n\nMeasured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-                                            f"load average {os.getloadavg()[0]:.1f} on 2 cores.\n")
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    (RESULTS / "lora_memory.md").write_text(f"{text}\n\nMeasured {stamp}, load average {os.getloadavg()[0]:.1f} "
+                                            f"on 2 cores (other jobs running: timings are under load).\n")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ NOT_DIFFUSION = ("mccstn", "loras")
 LORA_SUBDIR = "loras"
 TOY_LORA = TOY_DIR / "toy-cartoon-lora" / "pytorch_lora_weights.safetensors"
 
-__all__ = ["ModelChoice", "discover", "discover_loras", "resolve_lora", "resolve_model", "geometry", "Geometry", "toy_models_present",
+__all__ = ["ModelChoice", "discover", "discover_loras", "resolve_lora", "resolve_model", "geometry", "Geometry",
+           "toy_models_present",
            "TOY_GENERAL", "TOY_EXPERT", "missing_toy_message"]
 
 

@@ -307,3 +307,22 @@ def test_lora_picker_lists_models_loras_folder_and_model_picker_skips_it(tmp_pat
     labels = [c.label for c in discover_loras(tmp_path)]
     assert "cartoon.safetensors" in labels and "styles/ink.safetensors" in labels
     assert not any("loras" in c.path for c in discover(tmp_path))
+
+
+# ---- the toy world's LoRA training stage -----------------------------------------------------------------------
+def test_toyworld_lora_stage_writes_a_lora_that_fits_toy_general_and_resumes(tmp_path):
+    from toyworld import train
+    from toyworld.models import DEFAULT_GENERAL
+
+    if not (DEFAULT_GENERAL / "unet").is_dir():
+        pytest.skip("toy-general is not in this checkout")
+    args = ["--stage", "lora", "--out", str(tmp_path / "run"), "--threads", "1", "--n-expert", "40",
+            "--lora-steps", "2", "--lora-batch", "4", "--ckpt-every", "1", "--lora-export", str(tmp_path / "out")]
+    train.main(args)
+    done = (tmp_path / "run" / "lora" / "done.json").read_text()
+    assert '"steps": 2' in done
+    lora = read_lora(tmp_path / "out" / "pytorch_lora_weights.safetensors")
+    model = apply_lora(load_model(DEFAULT_GENERAL, device="cpu", dtype=torch.float32), lora)
+    assert model.unet_adapter and not lora.text_encoder
+    train.main(args)  # finished: a rerun does not train again
+    assert (tmp_path / "run" / "lora" / "done.json").read_text() == done
