@@ -25,7 +25,7 @@ from PIL import Image
 
 from .loading import PROJECT_ROOT, ModelLoadError, is_model_source
 from .schedule import MODE_HELP, check_mode, parse_fusion_selection
-from .schedulers import SAMPLER_HELP, SAMPLERS
+from .schedulers import PRESETS, SAMPLER_HELP, SAMPLERS
 
 TOY_GENERAL = PROJECT_ROOT / "assets" / "models" / "toy-general"
 TOY_EXPERT = PROJECT_ROOT / "assets" / "models" / "toy-cartoon"
@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ddim_steps", type=int, default=100, help="DDIM sampling steps")
     p.add_argument("--sampler", choices=SAMPLERS, default="ddim",
                    help="; ".join(f"{k}: {v}" for k, v in SAMPLER_HELP.items()) + " (--ddim_steps sets the steps of each)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="; ".join(f"{k}: {v['sampler']}, {v['steps']} steps" for k, v in PRESETS.items())
+                        + " (replaces --sampler and --ddim_steps)")
     p.add_argument("--ddim_eta", type=float, default=0.0, help="DDIM eta (only 0 is supported, as in the reference)")
     p.add_argument("--scale", type=float, default=10.0, help="classifier-free guidance scale")
     p.add_argument("--H", type=int, default=None, help="image height in pixels (default: the model's native size)")
@@ -190,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     # 1. every input checked before any model loads
+    if args.preset:
+        args.sampler, args.ddim_steps = PRESETS[args.preset]["sampler"], PRESETS[args.preset]["steps"]
     sel = parse_fusion_selection(args.fusion_selection)
     mode = check_mode(args.mode)
     if args.ddim_eta != 0:
@@ -273,7 +278,7 @@ def _run(args) -> int:
                     make_grid(arr).save(dirs[traj] / f"{name}.jpg")
                     written += 1
             print(f"seed {res.seed}: {res.stats.total_calls} UNet calls {dict(res.stats.calls)}, "
-                  f"{res.seconds:.2f} s", file=sys.stderr)
+                  f"{res.seconds:.2f} s ({res.settings.sampler}, {res.settings.steps} steps)", file=sys.stderr)
     print(f"wrote {written} image(s) to {outdir}/ ({', '.join(str(dirs[t].name) for t in which)})")
     return 0
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["SAMPLERS", "SAMPLER_HELP", "check_sampler", "make_scheduler", "SchedulerSolver", "make_solver"]
+__all__ = ["SAMPLERS", "SAMPLER_HELP", "PRESETS", "check_sampler", "make_scheduler", "SchedulerSolver", "make_solver"]
 
 SAMPLER_HELP = {
     "ddim": "DDIM, eta 0 (the reference sampler; default)",
@@ -48,6 +48,11 @@ _RECIPES = {
     "unipc": ("UniPCMultistepScheduler", dict(solver_order=2, solver_type="bh2", predict_x0=True)),
     "euler": ("EulerDiscreteScheduler", {}),
 }
+#: named (sampler, steps) choices; "fast" kept the toy world's fused joint rate of DDIM 100 at
+#: about a tenth of its time (bench/results/scheduler_quality.md: 14 prompts x 2 draws, so a
+#: small sample; re-measure before relying on it for other models)
+PRESETS = {"fast": {"sampler": "dpmpp_2m_karras", "steps": 10}}
+
 #: samplers whose latents live on the variance-exploding scale (x = x0 + sigma eps)
 _VE = {"euler"}
 

@@ -129,3 +129,15 @@ def test_cli_sampler_flag(tiny_dirs, tmp_path):
     assert (out / "fusion_ge_2" / "seed_6854_600_1_1.jpg").is_file()
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--sampler", "heun"])
+
+
+def test_cli_fast_preset_sets_sampler_and_steps(tiny_dirs, tmp_path, capsys):
+    from fusion.cli import main
+    from fusion.schedulers import PRESETS
+    assert main(["--model0", str(tiny_dirs["general"]), "--model1", str(tiny_dirs["expert"]),
+                 "--outdir", str(tmp_path / "o"), "--preset", "fast", "--n_samples", "1", "--H", "16", "--W", "16",
+                 "--quiet", "--skip_save", "--only", "general"]) == 0
+    # one UNet, CFG as one batch: one call per step of the preset
+    err = capsys.readouterr().err
+    assert f"{PRESETS['fast']['steps']} UNet calls" in err
+    assert f"({PRESETS['fast']['sampler']}, {PRESETS['fast']['steps']} steps)" in err
