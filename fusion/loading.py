@@ -59,6 +59,13 @@ def default_dtype(device: torch.device | str) -> torch.dtype:
     return torch.float16 if torch.device(device).type == "cuda" else torch.float32
 
 
+def encode_text(tokenizer, text_encoder, prompts) -> torch.Tensor:
+    """CLIP text embeddings (last hidden state) of ``prompts``, padded to the tokenizer's length."""
+    tok = tokenizer(list(prompts), padding="max_length", truncation=True,
+                    max_length=tokenizer.model_max_length, return_tensors="pt")
+    return text_encoder(tok.input_ids.to(next(text_encoder.parameters()).device))[0]
+
+
 @dataclass(eq=False)
 class DiffusionModel:
     """One text-to-image latent diffusion model, held as its components.
@@ -122,11 +129,7 @@ class DiffusionModel:
         """CLIP text embeddings (last hidden state), one row per prompt, cached per prompt."""
         missing = [p for p in dict.fromkeys(prompts) if p not in self.prompt_cache]
         if missing:
-            tok = self.tokenizer(missing, padding="max_length", truncation=True,
-                                 max_length=self.tokenizer.model_max_length, return_tensors="pt")
-            te = self.text_encoder
-            ids = tok.input_ids.to(next(te.parameters()).device)
-            emb = te(ids)[0].to(self.dtype)
+            emb = encode_text(self.tokenizer, self.text_encoder, missing).to(self.dtype)
             for p, e in zip(missing, emb):
                 self.prompt_cache[p] = e
             while len(self.prompt_cache) > self.prompt_cache_size:

@@ -3,10 +3,8 @@
 In the spirit of k-diffusion's ``sampling.py``: pure functions over denoiser callables, and a
 callback per step (previews, progress bars and saliency capture plug in there).
 
-* DDIM (Song et al., "Denoising Diffusion Implicit Models", ICLR 2021, Eq. 12 with eta=0), with
-  the timesteps and alphas of the LDM sampler (Rombach et al. 2022, ``ddim.py``):
-  "leading" spacing plus ``steps_offset`` (100 steps -> 991, 981, ..., 1), and the first
-  training alpha as the final "previous" alpha (``set_alpha_to_one=False``).
+* DDIM from :mod:`fusion.ddim` (schedule, step, prediction types, cancellation; re-exported
+  here under their old names).
 * Classifier-free guidance (Ho & Salimans 2022): eps = u + s (c - u).
 * Saliency-aware Noise Blending (MagicFusion, Zhao et al. ICCV 2023) for the fused trajectory on
   the steps the schedule selects (see :mod:`fusion.schedule`, :mod:`fusion.snb`).
@@ -26,51 +24,14 @@ from typing import Callable, Sequence
 import torch
 
 from . import snb
+from .ddim import (Cancelled, alphas_cumprod, check_cancel, ddim_step, ddim_timesteps, eps_from_prediction,
+                   previous_alpha)
 from .schedule import uses_snb
 
 __all__ = [
     "Cancelled", "ddim_timesteps", "alphas_cumprod", "ddim_step", "UNetDenoiser", "Trajectory",
     "StepEvent", "SamplerStats", "sample_trajectories",
 ]
-
-
-class Cancelled(RuntimeError):
-    """Sampling was stopped by the caller's cancel signal."""
-
-
-# ---------------------------------------------------------------------------------------------
-# schedule and update
-# ---------------------------------------------------------------------------------------------
-def ddim_timesteps(num_steps: int, num_train_timesteps: int = 1000, steps_offset: int = 1) -> list[int]:
-    """LDM/"leading" DDIM timesteps, descending: 100 of 1000 -> [991, 981, ..., 1]."""
-    if not 1 <= num_steps <= num_train_timesteps:
-        raise ValueError(f"steps must be in 1..{num_train_timesteps}, got {num_steps}")
-    ratio = num_train_timesteps // num_steps
-    return [i * ratio + steps_offset for i in range(num_steps)][::-1]
-
-
-def alphas_cumprod(config: dict) -> torch.Tensor:
-    """Cumulative product of (1 - beta), computed in float64 and stored as float32 like LDM."""
-    n = int(config.get("num_train_timesteps", 1000))
-    if config.get("trained_betas") is not None:
-        betas = torch.tensor(config["trained_betas"], dtype=torch.float64)
-    else:
-        b0, b1 = float(config["beta_start"]), float(config["beta_end"])
-        kind = config.get("beta_schedule", "scaled_linear")
-        if kind == "scaled_linear":
-            betas = torch.linspace(b0 ** 0.5, b1 ** 0.5, n, dtype=torch.float64) ** 2
-        elif kind == "linear":
-            betas = torch.linspace(b0, b1, n, dtype=torch.float64)
-        else:
-            raise ValueError(f"unsupported beta_schedule {kind!r} (accepted: scaled_linear, linear)")
-    return torch.cumprod(1.0 - betas, dim=0).to(torch.float32)
-
-
-def ddim_step(x: torch.Tensor, eps: torch.Tensor, a_t: float, a_prev: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """One deterministic DDIM update (eta 0). Returns (x_prev, predicted x_0)."""
-    pred_x0 = (x - (1.0 - a_t) ** 0.5 * eps) / a_t ** 0.5
-    x_prev = a_prev ** 0.5 * pred_x0 + (1.0 - a_prev) ** 0.5 * eps
-    return x_prev, pred_x0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,7 +66,7 @@ class UNetDenoiser:
         out = self.unet(x, tt, encoder_hidden_states=context, return_dict=False)[0]
         if self.prediction_type == "v_prediction":
             a = float(self.alphas[int(t)]) if whole else _alpha_between(self.alphas, float(t))
-            out = a ** 0.5 * out + (1 - a) ** 0.5 * x
+            out = eps_from_prediction(out, x, a, self.prediction_type)
         return out
 
 
@@ -190,12 +151,7 @@ def _expand(e: torch.Tensor, n: int) -> torch.Tensor:
     return e.expand(n, *e.shape[1:]) if e.shape[0] == 1 else e
 
 
-def _check_cancel(cancel) -> None:
-    if cancel is None:
-        return
-    flag = cancel.is_set() if hasattr(cancel, "is_set") else cancel()
-    if flag:
-        raise Cancelled("sampling cancelled")
+_check_cancel = check_cancel  # the name fusion.pipeline imports
 
 
 @torch.no_grad()
@@ -248,7 +204,7 @@ def sample_trajectories(
         _check_cancel(cancel)
         if solver is None:
             a_t = float(alphas[t])
-            a_prev = float(alphas[timesteps[i + 1]]) if i + 1 < total else float(alphas[0])
+            a_prev = previous_alpha(alphas, timesteps, i)
         inputs = latents if solver is None else solver.model_inputs(latents, i)
 
         # 1. which evaluations each trajectory needs: (denoiser, latent, uncond, cond)

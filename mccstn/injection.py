@@ -47,6 +47,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from fusion.ddim import (check_cancel, ddim_inverse_step, ddim_step, eps_from_prediction, previous_alpha,
+                         schedule_for)
+
 from .engines import Control, StyleEngine
 from .injection_attn import (FeatureStore, InjectionCall, decoder_self_attention_layers,
                              estimate_store_bytes, installed, parse_layers, processor_names)
@@ -260,20 +263,8 @@ def adain(content: torch.Tensor, style: torch.Tensor, eps: float = 1e-5) -> torc
     return (content - mc) / (sc + eps) * ss + ms
 
 
-def ddim_inverse_step(x: torch.Tensor, eps: torch.Tensor, a_from: float, a_to: float) -> torch.Tensor:
-    """One DDIM inversion step (Song et al. 2021, Eq. 12 with eta 0, run towards more noise):
-    predict x_0 at the current level ``a_from`` and re-noise it to the level ``a_to`` with the
-    same noise estimate. The sampler's step is the same formula with the levels swapped."""
-    pred_x0 = (x - (1.0 - a_from) ** 0.5 * eps) / a_from ** 0.5
-    return a_to ** 0.5 * pred_x0 + (1.0 - a_to) ** 0.5 * eps
-
-
 def _schedule(model, steps: int):
-    from fusion.sampler import alphas_cumprod, ddim_timesteps
-
-    cfg = model.scheduler_config
-    ts = ddim_timesteps(steps, int(cfg.get("num_train_timesteps", 1000)), int(cfg.get("steps_offset", 1)))
-    return ts, alphas_cumprod(cfg)
+    return schedule_for(model.scheduler_config, steps)
 
 
 def _eps(model, alphas, x: torch.Tensor, t: int, context: torch.Tensor, call=None) -> torch.Tensor:
@@ -281,20 +272,11 @@ def _eps(model, alphas, x: torch.Tensor, t: int, context: torch.Tensor, call=Non
     tt = torch.full((x.shape[0],), int(t), device=model.device, dtype=torch.long)
     kw = {"cross_attention_kwargs": {"injection": call}} if call is not None else {}
     out = unet(x.to(model.dtype), tt, encoder_hidden_states=context, return_dict=False, **kw)[0].float()
-    if model.prediction_type == "v_prediction":
-        a = float(alphas[int(t)])
-        out = a ** 0.5 * out + (1 - a) ** 0.5 * x
-    elif model.prediction_type != "epsilon":
-        raise ValueError(f"unsupported prediction_type {model.prediction_type!r} (accepted: epsilon, v_prediction)")
-    return out
+    return eps_from_prediction(out, x, float(alphas[int(t)]), model.prediction_type)
 
 
 def _check_cancel(cancel) -> None:
-    if cancel is None:
-        return
-    if cancel.is_set() if hasattr(cancel, "is_set") else cancel():
-        from fusion.sampler import Cancelled
-        raise Cancelled("style transfer cancelled")
+    check_cancel(cancel, "style transfer cancelled")
 
 
 @torch.no_grad()
@@ -332,8 +314,6 @@ def sample(model, x_T: torch.Tensor, timesteps: list[int], alphas: torch.Tensor,
     """DDIM sampling from ``x_T`` (1, C, h, w). With ``store`` the processors inject from it;
     with ``ref_inputs`` ({t: (2, C, h, w) content/style latents}) they inject live from those
     rows; with neither it is plain DDIM (the processors are not needed). Returns (z_0, rows)."""
-    from fusion.sampler import ddim_step
-
     s = settings
     cond = model.encode_prompts([s.prompt])
     guided = s.guidance != 1.0
@@ -344,8 +324,7 @@ def sample(model, x_T: torch.Tensor, timesteps: list[int], alphas: torch.Tensor,
     n = len(timesteps)
     for i, t in enumerate(timesteps):
         _check_cancel(cancel)
-        a_t = float(alphas[t])
-        a_prev = float(alphas[timesteps[i + 1]]) if i + 1 < n else float(alphas[0])
+        a_t, a_prev = float(alphas[t]), previous_alpha(alphas, timesteps, i)
         xb = torch.cat([x, x]) if guided else x
         if ref_inputs is not None:
             call = InjectionCall("inject", int(t), None, True, s.gamma, s.temperature)
@@ -372,7 +351,7 @@ def style_transfer(model, content: ImageLike, style: ImageLike, settings: Inject
     """Stylise ``content`` with ``style`` on a loaded :class:`fusion.loading.DiffusionModel`.
     Returns the output image (the prepared size, see :class:`InjectionSettings`) and its stats.
     ``callback(stage, i, n)`` is called after every UNet step; ``cancel`` is an Event-like
-    object or a callable (raises :class:`fusion.sampler.Cancelled`)."""
+    object or a callable (raises :class:`fusion.ddim.Cancelled`)."""
     s = (settings or InjectionSettings()).validate()
     c_img, s_img = load_image(content, "content"), load_image(style, "style")
     layers = parse_layers(s.layers, model.unet)

@@ -66,24 +66,31 @@ def to_uint8(x) -> np.ndarray:
 
 
 def ddim_sample(unet, vae, tokenizer, text_encoder, prompts, seed=0, steps=50, scale=7.5,
-                neg=""):
-    """Plain classifier-free-guided DDIM (eta 0) for evaluation during training."""
+                neg="", scheduler_config=None):
+    """Plain classifier-free-guided DDIM (eta 0, :mod:`fusion.ddim`) for evaluation during training.
+    Latents are shaped from the UNet's config; ``scheduler_config`` defaults to the toy models'."""
     import torch
 
-    from .models import encode_text, make_scheduler
+    from fusion.ddim import ddim_step, eps_from_prediction, previous_alpha, schedule_for
+    from fusion.loading import encode_text
 
-    sched = make_scheduler()
-    sched.set_timesteps(steps)
+    from .models import SCHEDULER_CONFIG
+
+    cfg = scheduler_config or SCHEDULER_CONFIG
+    timesteps, alphas = schedule_for(cfg, steps)
     n = len(prompts)
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 4, 16, 16, generator=g)
+    size = unet.config.sample_size
+    x = torch.randn(n, unet.config.in_channels, size, size, generator=g)
     with torch.no_grad():
         cond = encode_text(tokenizer, text_encoder, prompts)
         unc = encode_text(tokenizer, text_encoder, [neg] * n)
         emb = torch.cat([unc, cond])
-        for t in sched.timesteps:
-            e = unet(torch.cat([x, x]), t, encoder_hidden_states=emb).sample
+        for i, t in enumerate(timesteps):
+            a_t = float(alphas[t])
+            e = eps_from_prediction(unet(torch.cat([x, x]), t, encoder_hidden_states=emb).sample,
+                                    torch.cat([x, x]), a_t, cfg.get("prediction_type", "epsilon"))
             eu, ec = e.chunk(2)
-            x = sched.step(eu + scale * (ec - eu), t, x).prev_sample
+            x, _ = ddim_step(x, eu + scale * (ec - eu), a_t, previous_alpha(alphas, timesteps, i))
         img = vae.decode(x / vae.config.scaling_factor).sample
     return to_uint8(img)

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fusion.loading import load_model
+
 from .data import ddim_sample
 from .grammar import caption
 from .judge import load_judge, predict
@@ -24,22 +26,18 @@ from .render import COLORS, SHAPES, SIZES
 
 
 def load_parts(path: Path, stage: str | None = None):
+    """(unet, vae, tokenizer, text_encoder) in fp32 on the CPU: a shipped model folder through
+    fusion's loader, or one stage of a training run folder (its EMA UNet)."""
+    if not stage:
+        m = load_model(path, device="cpu", dtype=torch.float32)
+        return m.unet.eval(), m.vae.eval(), m.tokenizer, m.text_encoder.eval()
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    if stage:  # a training run folder
-        unet = UNet2DConditionModel.from_pretrained(str(path / stage / "unet"))
-        te = CLIPTextModel.from_pretrained(str(path / "general" / "text_encoder"))
-        vae = AutoencoderKL.from_pretrained(str(path / "vae" / "model"))
-        tok = make_tokenizer()
-    else:
-        from transformers import CLIPTokenizer
-
-        unet = UNet2DConditionModel.from_pretrained(str(path / "unet"), torch_dtype=torch.float32)
-        te = CLIPTextModel.from_pretrained(str(path / "text_encoder"), dtype=torch.float32)
-        vae = AutoencoderKL.from_pretrained(str(path / "vae"), torch_dtype=torch.float32)
-        tok = CLIPTokenizer.from_pretrained(str(path / "tokenizer"))
-    return unet.eval(), vae.eval(), tok, te.eval()
+    unet = UNet2DConditionModel.from_pretrained(str(path / stage / "unet"))
+    te = CLIPTextModel.from_pretrained(str(path / "general" / "text_encoder"))
+    vae = AutoencoderKL.from_pretrained(str(path / "vae" / "model"))
+    return unet.eval(), vae.eval(), make_tokenizer(), te.eval()
 
 
 def evaluate(unet, vae, tok, te, seeds=(0, 1), style_word: str | None = None, scale=7.5, steps=50,

@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from fusion.loading import encode_text  # noqa: F401  (the toy world encodes prompts as fusion does)
+
 REPO = Path(__file__).resolve().parent.parent
 SD1_TOKENIZER = REPO / "assets" / "configs" / "sd1" / "tokenizer"
 MAX_TOKENS = 16
@@ -104,12 +106,6 @@ def make_scheduler():
     from diffusers import DDIMScheduler
 
     return DDIMScheduler(**SCHEDULER_CONFIG)
-
-
-def encode_text(tokenizer, text_encoder, prompts):
-    ids = tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length,
-                    truncation=True, return_tensors="pt").input_ids
-    return text_encoder(ids)[0]
 
 
 DEFAULT_GENERAL = REPO / "assets" / "models" / "toy-general"
