@@ -335,7 +335,10 @@ def build_app(config: StudioConfig | None = None, studio=None):
             add_sweep_tab(gr, rt, dict(general=general, expert=expert, general_path=general_path, expert_path=expert_path,
                                        prompt=prompt, prompt1=prompt1, negative=negative, seed=seed, steps=steps,
                                        guidance=guidance, height=height, width=width, v1=v1, kg=kg, ke=ke,
-                                       selection=selection, mode=mode, primary=primary),
+                                       selection=selection, mode=mode, primary=primary, sampler=sampler,
+                                       general_lora=general_lora, expert_lora=expert_lora,
+                                       general_lora_path=general_lora_path, expert_lora_path=expert_lora_path,
+                                       general_lora_scale=general_lora_scale, expert_lora_scale=expert_lora_scale),
                           _session, _with_request, _panels, gpu_limit)
 
         with gr.Tab("Style transfer", id="style"):

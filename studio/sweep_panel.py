@@ -14,7 +14,10 @@ __all__ = ["add_sweep_tab", "SWEEP_INPUTS"]
 
 #: the Fusion tab components the sweep reads, in this order
 SWEEP_INPUTS = ("general", "expert", "general_path", "expert_path", "prompt", "prompt1", "negative", "seed",
-                "steps", "guidance", "height", "width")
+                "steps", "guidance", "height", "width", "sampler", "general_lora", "expert_lora",
+                "general_lora_path", "expert_lora_path", "general_lora_scale", "expert_lora_scale")
+#: SweepRequest / FuseRequest fields carried over as they are
+_CARRIED = ("sampler", "general_lora", "expert_lora", "general_lora_scale", "expert_lora_scale")
 #: the Fusion tab components a clicked cell sets
 CELL_OUTPUTS = ("v1", "kg", "ke", "selection", "mode", "primary")
 
@@ -69,6 +72,8 @@ def add_sweep_tab(gr, rt, fusion: dict, session, with_request, panels, gpu_limit
             negative_prompt=f["negative"] or "", seed=f["seed"] if f["seed"] is not None else 0,
             steps=f["steps"] if f["steps"] is not None else 1, guidance=float(f["guidance"] or 7.5),
             height=f["height"] or None, width=f["width"] or None, judge=bool(judge_on),
+            general_lora_path_box=f["general_lora_path"] or "", expert_lora_path_box=f["expert_lora_path"] or "",
+            **{k: f[k] for k in _CARRIED if f[k] is not None},
             **dict(zip(("v1", "kg", "ke", "mode", "primary"), axis_values)))
 
     def sweep(*values, request: gr.Request = None):
@@ -102,7 +107,8 @@ def add_sweep_tab(gr, rt, fusion: dict, session, with_request, panels, gpu_limit
                          expert_path_box=r.expert_path_box, prompt=r.prompt, prompt1=r.prompt1,
                          negative_prompt=r.negative_prompt, seed=r.seed, steps=r.steps, guidance=r.guidance,
                          height=r.height, width=r.width, fusion_selection=str(cell.selection), mode=cell.mode,
-                         primary=cell.primary)
+                         primary=cell.primary, general_lora_path_box=r.general_lora_path_box,
+                         expert_lora_path_box=r.expert_lora_path_box, **{k: getattr(r, k) for k in _CARRIED})
         try:
             out = rt.fusion.run(fr)
         except StudioError as e:

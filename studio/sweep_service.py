@@ -11,7 +11,7 @@ from typing import Iterator
 
 from .gpu import StudioError, WorkSlots
 from .limits import Limits, whole_number
-from .models import geometry, resolve_model
+from .models import geometry, resolve_lora, resolve_model
 
 __all__ = ["SweepRequest", "SweepUpdate", "SweepService", "APP_MAX_CELLS"]
 
@@ -39,6 +39,13 @@ class SweepRequest:
     general_path_box: str = ""
     expert_path_box: str = ""
     judge: bool = False               # toy world: the judge's joint rate per cell
+    sampler: str = "ddim"
+    general_lora: str = ""            # as in studio.fusion_service.FuseRequest
+    general_lora_path_box: str = ""
+    general_lora_scale: float = 1.0
+    expert_lora: str = ""
+    expert_lora_path_box: str = ""
+    expert_lora_scale: float = 1.0
 
 
 @dataclass
@@ -66,11 +73,17 @@ class SweepService:
         self.max_cells, self.chunk_cells = max_cells, chunk_cells
 
     def check(self, req: SweepRequest):
-        """(general path, expert path, SweepSpec) or a StudioError; nothing loads."""
+        """(general path, expert path, SweepSpec, LoraSettings) or a StudioError; nothing loads."""
+        from fusion.lora import LoraSettings
         from fusion.sweep_spec import SweepAxes, SweepSpec
         try:
             general = resolve_model(req.general, req.general_path_box, "General")
             expert = resolve_model(req.expert, req.expert_path_box, "Expert")
+            lora = LoraSettings(resolve_lora(req.general_lora, req.general_lora_path_box, "General"),
+                                resolve_lora(req.expert_lora, req.expert_lora_path_box, "Expert"),
+                                req.general_lora_scale if req.general_lora_scale is not None else 1.0,
+                                req.expert_lora_scale if req.expert_lora_scale is not None else 1.0)
+            lora.side(0), lora.side(1)  # scale checks
             axes = SweepAxes.parse(v1=req.v1 or "", kg=req.kg or "", ke=req.ke or "", mode=req.mode or "",
                                    primary=req.primary or "")
             if axes.size > self.max_cells:
@@ -86,16 +99,19 @@ class SweepService:
             spec = SweepSpec(req.prompt or "", req.prompt1 or req.prompt or "", seed=seed, axes=axes, steps=steps,
                              guidance_scale=float(req.guidance), height=sizes.get("height"),
                              width=sizes.get("width"), negative_prompt=req.negative_prompt or "",
-                             model0=str(general), model1=str(expert))
+                             model0=str(general), model1=str(expert), sampler=req.sampler or "ddim",
+                             lora0=str(lora.lora0) if lora.lora0 else None,
+                             lora1=str(lora.lora1) if lora.lora1 else None, lora0_scale=lora.lora0_scale,
+                             lora1_scale=lora.lora1_scale)
             spec.check(confirm_large=True)
         except (ValueError, TypeError) as e:
             raise StudioError(str(e)) from None
-        return general, expert, spec
+        return general, expert, spec, lora
 
     def stream(self, req: SweepRequest, cancel=None) -> Iterator[SweepUpdate]:
         from fusion.sweep_exec import plan_chunks, run_chunk
 
-        general, expert, spec = self.check(req)
+        general, expert, spec, lora = self.check(req)
         scorer = None
         if req.judge:
             from fusion.sweep_judge import CellJudge
@@ -105,7 +121,7 @@ class SweepService:
                 raise StudioError(str(e)) from None
         update = SweepUpdate(spec.axes, total=spec.axes.size)
         with self.slots.slot(cancel=cancel):
-            pipe = self.cache.pipeline(general, expert)
+            pipe = self.cache.pipeline(general, expert, lora=lora if lora.any else None)
             for chunk in plan_chunks(spec.axes.cells(), references=False, max_cells=self.chunk_cells):
                 out = run_chunk(pipe, spec, chunk, cancel=cancel,
                                 batch_trajectories=pipe.model0.device.type == "cuda")

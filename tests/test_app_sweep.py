@@ -24,7 +24,8 @@ def sweep(client, served, **kw):
     args = dict(general=served["general"], expert=served["expert"], general_path="", expert_path="",
                 prompt="a cartoon of a big green circle", prompt1="a big green circle", negative="", seed=3,
                 steps=4, guidance=7.5, height=64 if served["toy"] else 16, width=64 if served["toy"] else 16,
-                v1="400,800", kg="1", ke="1,3", mode="2", primary="general", judge=False)
+                sampler="ddim", general_lora="", expert_lora="", general_lora_path="", expert_lora_path="",
+                general_lora_scale=1.0, expert_lora_scale=1.0, v1="400,800", kg="1", ke="1,3", mode="2", primary="general", judge=False)
     args.update(kw)
     return client.predict(*args.values(), api_name="/sweep")
 
