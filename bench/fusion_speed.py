@@ -54,11 +54,12 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 from fusion.loading import DiffusionModel  # noqa: E402
+from fusion.paths import TOY_EXPERT, TOY_GENERAL  # noqa: E402
 from fusion.pipeline import FusionPipeline, FusionSettings, to_uint8  # noqa: E402
 
 DEFAULT_RECIPES = ("600,1,1:2:general", "850,1,1:1:expert")
 SCHEDULES = ("naive", "project", "project_batch", "project_batch_nocapture")
-TOY_DIRS = (ROOT / "assets" / "models" / "toy-general", ROOT / "assets" / "models" / "toy-cartoon")
+TOY_DIRS = (TOY_GENERAL, TOY_EXPERT)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,9 +32,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 RESULTS = REPO / "bench" / "results"
-TOY_GENERAL = REPO / "assets" / "models" / "toy-general"
-TOY_CARTOON = REPO / "assets" / "models" / "toy-cartoon"
-TOY_LORA = REPO / "assets" / "models" / "toy-cartoon-lora" / "pytorch_lora_weights.safetensors"
+from fusion.paths import TOY_EXPERT as TOY_CARTOON  # noqa: E402
+from fusion.paths import TOY_GENERAL, TOY_LORA  # noqa: E402
 
 
 def rss_mb() -> float:

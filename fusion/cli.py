@@ -23,13 +23,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .loading import PROJECT_ROOT, ModelLoadError, is_model_source
+from .loading import ModelLoadError, is_model_source
+from .paths import ASSETS_DIR, TOY_DEFAULT_PROMPT, TOY_EXPERT, TOY_GENERAL
 from .schedule import MODE_HELP, check_mode, parse_fusion_selection
 from .schedulers import PRESETS, SAMPLER_HELP, SAMPLERS
-
-TOY_GENERAL = PROJECT_ROOT / "assets" / "models" / "toy-general"
-TOY_EXPERT = PROJECT_ROOT / "assets" / "models" / "toy-cartoon"
-TOY_DEFAULT_PROMPT = PROJECT_ROOT / "assets" / "models" / "default_prompt.txt"
 
 
 def _default_prompt() -> str:
@@ -212,7 +209,7 @@ def _run(args) -> int:
         path = Path(getattr(args, flag)).expanduser()
         if not path.exists():
             hint = (" (the embedded toy models are missing from this checkout)"
-                    if str(path).startswith(str(PROJECT_ROOT / "assets")) else "")
+                    if str(path).startswith(str(ASSETS_DIR)) else "")
             raise ValueError(f"--{flag}: model not found: {path}{hint}")
         if not is_model_source(path):
             raise ValueError(f"--{flag}: {path} is not a model: expected a diffusers folder "

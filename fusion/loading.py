@@ -24,8 +24,7 @@ from typing import Callable
 
 import torch
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SD1_CONFIG_DIR = PROJECT_ROOT / "assets" / "configs" / "sd1"
+from .paths import PROJECT_ROOT, SD1_CONFIG_DIR  # noqa: F401  (re-exported)
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 #: CLIP position ids: a buffer some transformers versions save, rebuilt here (either layout)
 _POSITION_IDS = ("text_model.embeddings.position_ids", "embeddings.position_ids")

@@ -25,16 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .loading import PROJECT_ROOT, is_model_source
+from .loading import is_model_source
+from .paths import TOY_EXPERT, TOY_GENERAL
 from .schedule import MODE_HELP
 from .schedulers import SAMPLERS
 from .sweep_spec import MAX_CELLS_WITHOUT_CONFIRM, SweepAxes, SweepCell, SweepSpec
 from .sweep_store import GRID, SweepStore
 
 __all__ = ["SweepAxes", "SweepCell", "SweepSpec", "SweepReport", "LocalExecutor", "run_sweep", "main"]
-
-TOY_GENERAL = PROJECT_ROOT / "assets" / "models" / "toy-general"
-TOY_EXPERT = PROJECT_ROOT / "assets" / "models" / "toy-cartoon"
 
 
 def __getattr__(name):  # LocalExecutor lives with the sampler code; imported lazily (torch)

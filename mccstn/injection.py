@@ -49,14 +49,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fusion.ddim import (check_cancel, ddim_inverse_step, ddim_step, eps_from_prediction, previous_alpha,
                          schedule_for)
+from fusion.paths import PROJECT_ROOT, TOY_GENERAL  # noqa: F401  (PROJECT_ROOT re-exported)
 
 from .engines import Control, StyleEngine
 from .injection_attn import (FeatureStore, InjectionCall, decoder_self_attention_layers,
                              estimate_store_bytes, installed, parse_layers, processor_names)
 
 ImageLike = Union[str, os.PathLike, Image.Image]
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = PROJECT_ROOT / "assets" / "models" / "toy-general"
+DEFAULT_MODEL = TOY_GENERAL
 FITS = ("crop", "stretch", "aspect")
 STORES = ("cache", "recompute")
 MAX_RESOLUTION = 2048

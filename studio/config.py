@@ -28,12 +28,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from fusion.paths import ASSETS_DIR, PROJECT_ROOT
+from fusion.paths import MCCSTN_WEIGHTS_DIR as SHIPPED_MCCSTN_DIR  # shipped MccSTN weights (toy world)
+
 DEFAULT_MODELS_DIR = PROJECT_ROOT / "models"
 OUTPUTS_DIR = PROJECT_ROOT / "outputs"
-ASSETS_DIR = PROJECT_ROOT / "assets"
-#: the MccSTN weights shipped with the project (trained in the toy world; see its README.md)
-SHIPPED_MCCSTN_DIR = ASSETS_DIR / "mccstn"
 
 
 def _env(*names: str, default=None):

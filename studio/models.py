@@ -9,18 +9,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import PROJECT_ROOT
+from fusion.paths import PROJECT_ROOT, SD1_CONFIG_DIR, TOY_EXPERT, TOY_GENERAL, TOY_LORA
+from fusion.paths import TOY_MODELS_DIR as TOY_DIR
 
-TOY_DIR = PROJECT_ROOT / "assets" / "models"
-TOY_GENERAL = TOY_DIR / "toy-general"   # same paths as fusion.cli.TOY_GENERAL / TOY_EXPERT
-TOY_EXPERT = TOY_DIR / "toy-cartoon"
-SD1_CONFIG_DIR = PROJECT_ROOT / "assets" / "configs" / "sd1"
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 #: sub-folders of the models folder that hold other things than diffusion models
 NOT_DIFFUSION = ("mccstn", "loras")
 #: the LoRA picker's folder, under the models folder; and the embedded toy LoRA
 LORA_SUBDIR = "loras"
-TOY_LORA = TOY_DIR / "toy-cartoon-lora" / "pytorch_lora_weights.safetensors"
+#: (TOY_LORA: the embedded toy LoRA, from fusion.paths)
 
 __all__ = ["ModelChoice", "discover", "discover_loras", "resolve_lora", "resolve_model", "geometry", "Geometry",
            "toy_models_present",

@@ -14,12 +14,13 @@ plain ``unet(x, t, encoder_hidden_states=emb)`` call (what every SD sampler does
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from fusion.loading import encode_text  # noqa: F401  (the toy world encodes prompts as fusion does)
-
-REPO = Path(__file__).resolve().parent.parent
-SD1_TOKENIZER = REPO / "assets" / "configs" / "sd1" / "tokenizer"
+from fusion.paths import PROJECT_ROOT as REPO  # noqa: F401  (old name)
+from fusion.paths import SD1_TOKENIZER, TOY_MODELS_DIR  # noqa: F401
+from fusion.paths import TOY_EXPERT as DEFAULT_CARTOON  # noqa: F401
+from fusion.paths import TOY_GENERAL as DEFAULT_GENERAL  # noqa: F401
+from fusion.paths import TOY_JUDGE as JUDGE_PATH  # noqa: F401
 MAX_TOKENS = 16
 
 # Same betas as the LDM / SD 1.x sampler used by the fusion engine.
@@ -108,9 +109,6 @@ def make_scheduler():
     return DDIMScheduler(**SCHEDULER_CONFIG)
 
 
-DEFAULT_GENERAL = REPO / "assets" / "models" / "toy-general"
-DEFAULT_CARTOON = REPO / "assets" / "models" / "toy-cartoon"
-JUDGE_PATH = REPO / "assets" / "toyworld" / "judge.safetensors"
 
 
 def offline():

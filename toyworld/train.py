@@ -367,7 +367,7 @@ def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stage", choices=["vae", "general", "expert", "export", "all", "lora"], default="all")
     p.add_argument("--out", type=Path, default=Path("runs/toy"))
-    p.add_argument("--export-dir", type=Path, default=M.REPO / "assets" / "models")
+    p.add_argument("--export-dir", type=Path, default=M.TOY_MODELS_DIR)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--n-photo", type=int, default=24000)
