@@ -387,7 +387,7 @@ def cold_warm(args, device, dtype) -> dict:
         if all((d / "model_index.json").is_file() for d in TOY_DIRS):
             dirs = TOY_DIRS
         else:
-            from tests.tiny import save_tiny_model
+            from fusion.testing import save_tiny_model
             g = save_tiny_model(Path(tmp) / "general", seed=0)
             dirs = (g, save_tiny_model(Path(tmp) / "expert", seed=1, share_from=g))
         s = FusionSettings(steps=args.steps, n_samples=args.n_samples)

@@ -6,7 +6,7 @@ costs. Modules are built on the meta device (no allocation, no slow default init
 materialised with ``to_empty`` and filled deterministically: weights ~ N(0, 1/fan_in) (keeps
 activations O(1), so no denormals or infs distort CPU timings), biases 0, norm scales 1.
 
-``size="toy"`` gives the tiny test-sized models of ``tests/tiny.py`` instead (the SD 1.x
+``size="toy"`` gives the tiny test-sized models of ``fusion/testing.py`` instead (the SD 1.x
 layout at a few thousand parameters), for smoke tests.
 """
 from __future__ import annotations
@@ -83,7 +83,7 @@ def build_sd1_components(seed: int = 0, device="cpu", dtype=torch.float32, parts
 
 def build_tiny_components(seed: int = 0, device="cpu", dtype=torch.float32):
     sys.path.insert(0, str(ROOT))
-    from tests.tiny import tiny_components
+    from fusion.testing import tiny_components
     unet, vae, te = tiny_components(seed)
     return {k: m.to(device=device, dtype=dtype).requires_grad_(False)
             for k, m in (("unet", unet), ("vae", vae), ("text_encoder", te))}
@@ -93,7 +93,7 @@ def _tokenizer(size: str):
     from transformers import CLIPTokenizer
     tok = CLIPTokenizer.from_pretrained(str(SD1_CONFIG_DIR / "tokenizer"), local_files_only=True)
     if size != "sd1":
-        from tests.tiny import MAX_LEN
+        from fusion.testing import MAX_LEN
         tok.model_max_length = MAX_LEN
     return tok
 

@@ -52,7 +52,7 @@ METHODS = ("sweep", "one_by_one_cli", "one_by_one_fused")
 def model_dirs(kind: str, tmp: Path) -> tuple[str, str]:
     if kind == "toy":
         return str(ROOT / "assets/models/toy-general"), str(ROOT / "assets/models/toy-cartoon")
-    from tests.tiny import save_tiny_model
+    from fusion.testing import save_tiny_model
     g = save_tiny_model(tmp / "general", seed=0)
     return str(g), str(save_tiny_model(tmp / "expert", seed=1, share_from=g))
 

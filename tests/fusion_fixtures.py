@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.tiny import save_tiny_model
+from fusion.testing import save_tiny_model
 
 
 @pytest.fixture(scope="session")

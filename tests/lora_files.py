@@ -12,7 +12,7 @@ kohya-ss / A1111 (kohya-ss/sd-scripts ``networks/lora.py``; copy read in bmaltai
 LyCORIS LoHa / LoKr (KohakuBlueleaf/LyCORIS ``lycoris/modules/loha.py``, ``lokr.py``): the same
 module names with ``hada_w1_a, hada_w1_b, hada_w2_a, hada_w2_b`` or ``lokr_w1, lokr_w2`` tensors.
 
-The tiny test UNet (tests/tiny.py) has SD 1.x's block structure at small widths: the attention
+The tiny test UNet (fusion/testing.py) has SD 1.x's block structure at small widths: the attention
 blocks and channel counts below follow from its config (block_out_channels (8, 16), one
 cross-attention down block, a cross-attention mid block, one cross-attention up block with
 layers_per_block + 1 = 2 transformers; 1x1-conv proj_in/proj_out as in SD 1.x; GEGLU

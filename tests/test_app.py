@@ -1,7 +1,7 @@
 """The Gradio app, driven with gradio_client against a launched server (both tabs, tiny models).
 
 The app is launched once per module with ``prevent_thread_lock=True`` on a free port; tiny
-random SD-layout models (tests/tiny.py) stand in for the toy models, so the tests run whether
+random SD-layout models (fusion/testing.py) stand in for the toy models, so the tests run whether
 or not the toy models have been trained.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ class BlendEngine(StyleEngine):
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from tests.tiny import save_tiny_model
+    from fusion.testing import save_tiny_model
     root = tmp_path_factory.mktemp("studio_models")
     general = save_tiny_model(root / "tiny-general", seed=0)
     expert = save_tiny_model(root / "tiny-expert", seed=1, share_from=general)

@@ -57,7 +57,7 @@ def served(tmp_path_factory):
         general, expert, toy = TOY_GENERAL, TOY_EXPERT, True
         models_dir = tmp_path_factory.mktemp("empty_models")
     else:
-        from tests.tiny import save_tiny_model
+        from fusion.testing import save_tiny_model
         models_dir = tmp_path_factory.mktemp("browser_models")
         general = save_tiny_model(models_dir / "tiny-general", seed=0)
         expert = save_tiny_model(models_dir / "tiny-expert", seed=1, share_from=general)

@@ -33,7 +33,7 @@ class EchoEngine(StyleEngine):
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from tests.tiny import save_tiny_model
+    from fusion.testing import save_tiny_model
     root = tmp_path_factory.mktemp("hardening_models")
     general = save_tiny_model(root / "tiny-general", seed=0)
     expert = save_tiny_model(root / "tiny-expert", seed=1, share_from=general)

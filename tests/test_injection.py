@@ -17,7 +17,7 @@ from mccstn.injection import InjectionEngine, InjectionSettings, style_transfer
 from mccstn.injection_attn import (FeatureStore, InjectionCall, decoder_self_attention_layers,
                                    default_layer_indices, estimate_store_bytes, injected_attention,
                                    installed, parse_layers, processor_names)
-from tests.tiny import SCHEDULER, save_tiny_model
+from fusion.testing import SCHEDULER, save_tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 8

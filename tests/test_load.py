@@ -35,7 +35,7 @@ def server(tmp_path_factory):
     from studio.config import StudioConfig
     from studio.public import PublicLimits
     from studio.space_config import SpaceModels
-    from tests.tiny import save_tiny_model
+    from fusion.testing import save_tiny_model
     root = tmp_path_factory.mktemp("load_models")
     general = save_tiny_model(root / "tiny-general", seed=0)
     expert = save_tiny_model(root / "tiny-expert", seed=1, share_from=general)

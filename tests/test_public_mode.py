@@ -40,7 +40,7 @@ class SlowEngine(StyleEngine):
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from tests.tiny import save_tiny_model
+    from fusion.testing import save_tiny_model
     root = tmp_path_factory.mktemp("public_models")
     offered = root / "models"
     general = save_tiny_model(offered / "tiny-general", seed=0)

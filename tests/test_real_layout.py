@@ -12,7 +12,7 @@ from tests.ldm_architecture import (CLIP, EMA, JSON_PATH, UNET, VAE, Autoencoder
 from tests.ldm_layout import model_to_ldm, with_training_extras
 
 SD15 = read_json(JSON_PATH)
-#: the tiny test models (tests/tiny.py) described in LDM terms
+#: the tiny test models (fusion/testing.py) described in LDM terms
 TINY = dict(unet=UNetSettings(model_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(1,),
                               context_dim=32),
             vae=AutoencoderSettings(ch=8, ch_mult=(1, 2), num_res_blocks=1),

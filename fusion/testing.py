@@ -1,4 +1,5 @@
-"""Tiny random-weight SD 1.x-layout models for tests (built here, saved in the diffusers layout).
+"""Tiny random-weight SD 1.x-layout models for tests and benchmarks (built here, saved in the
+diffusers layout). A library module so that tests/ and bench/ share it (bench/ imports no tests/).
 
 The tokenizer is the real CLIP BPE tokenizer shipped in assets/configs/sd1/tokenizer, with a
 short maximum length so the text encoder stays tiny.
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-TOKENIZER_DIR = ROOT / "assets" / "configs" / "sd1" / "tokenizer"
+from .paths import SD1_TOKENIZER as TOKENIZER_DIR
+
 MAX_LEN = 16
 
 
