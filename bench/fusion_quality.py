@@ -212,7 +212,10 @@ def main(argv=None):
     p.add_argument("--seeds", default="", help="comma-separated seeds instead of the prompt file's")
     p.add_argument("--lora1", default=None, help="LoRA applied to model1 (e.g. the toy cartoon LoRA on toy-general)")
     p.add_argument("--lora1_scale", type=float, default=1.0)
-    p.add_argument("--tag", default="", help="results go to fusion_quality_<tag>.* (default: fusion_quality.*)")
+    p.add_argument("--tag", default="", help="results go to fusion_quality_<tag>.* (default: fusion_quality.*); "
+                                             "with --quick too")
+    p.add_argument("--arms", default=",".join(ARMS), help="which of general,expert,fused to run")
+    p.add_argument("--no-timing", action="store_true", help="skip the seconds-per-image runs")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     spec = load_prompt_set(a.prompts)
@@ -232,10 +235,12 @@ def main(argv=None):
     if a.seeds:
         seeds = [int(x) for x in a.seeds.split(",")]
     t0 = time.time()
-    records, rows = run(pipe, judge, spec, items, seeds, n_samples)
+    arms = tuple(x for x in a.arms.split(",") if x)
+    records, rows = run(pipe, judge, spec, items, seeds, n_samples,
+                        overrides=None if arms == ARMS else {"trajectories": arms})
     summary = summarize(records)
     fams = by_family(records)
-    secs = arm_seconds(pipe, spec, items[:: max(1, len(items) // 8)])
+    secs = {} if a.no_timing else arm_seconds(pipe, spec, items[:: max(1, len(items) // 8)])
     settings = {f: {**spec["defaults"], **v["settings"]} for f, v in spec["families"].items()}
     print(f"\nFusion-quality benchmark: {len(items)} prompts x {len(seeds)} seed(s) x {n_samples} samples, "
           f"{time.time() - t0:.0f} s, torch threads {a.threads}")
@@ -244,9 +249,9 @@ def main(argv=None):
         print(f"  {f:14s} fusion_selection {s['fusion_selection']!r} mode {s['mode']} primary {s['primary']} "
               f"steps {s['steps']} scale {s['guidance_scale']}")
     print(table(summary, secs, fams))
-    if not a.quick:
+    if not a.quick or a.tag:
         out = Path(a.out)
-        if a.limit or a.seeds:
+        if a.limit or a.seeds or a.quick:
             print("(partial run: results not representative)")
         out.mkdir(parents=True, exist_ok=True)
         stem = f"fusion_quality_{a.tag}" if a.tag else "fusion_quality"
@@ -262,8 +267,9 @@ def main(argv=None):
             contact_sheet="rows: first sample of each prompt; columns general / expert / fused / mask, the mean over "
                           "the SNB steps of M (1 = the secondary model's noise was used; with the expert as primary "
                           "the secondary is the general model)"), indent=2))
-        contact_sheet(rows, out / f"{stem}.png")
-        print(f"wrote {out}/{stem}.csv, .json, .png")
+        if arms == ARMS:  # the sheet's columns are the three arms
+            contact_sheet(rows, out / f"{stem}.png")
+        print(f"wrote {out}/{stem}.csv, .json" + (", .png" if arms == ARMS else ""))
     return summary
 
 

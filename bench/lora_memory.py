@@ -153,14 +153,19 @@ def main(argv=None):
     p.add_argument("--sd1", action="store_true", help="also SD 1.x-size random models (memory only)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--speed-only", action="store_true",
+                   help="rerun the timing only; the memory rows come from the last bench/results/lora_memory.json")
     p.add_argument("--child", nargs=2, metavar=("SIZE", "WAY"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.child:
         print(json.dumps(child(*a.child)))
         return
-    rows = [run_child("toy", w) for w in ("full", "lora")]
-    if a.sd1:
-        rows += [run_child("sd1", w) for w in ("full", "lora")]
+    if a.speed_only:
+        rows = json.loads((RESULTS / "lora_memory.json").read_text())["rows"]
+    else:
+        rows = [run_child("toy", w) for w in ("full", "lora")]
+        if a.sd1:
+            rows += [run_child("sd1", w) for w in ("full", "lora")]
     sp = speed(a.repeats, a.steps)
     lines = ["| models | way | UNets held | text encoders | parameters (MB) | RSS after load (MB) | load (s) |",
              "|---|---|---|---|---|---|---|"]
