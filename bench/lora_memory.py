@@ -167,7 +167,7 @@ def main(argv=None):
         if a.sd1:
             rows += [run_child("sd1", w) for w in ("full", "lora")]
     sp = speed(a.repeats, a.steps)
-    lines = ["| models | way | UNets held | text encoders | parameters (MB) | RSS after load (MB) | load (s) |",
+    lines = ["| models | way | UNets held | text encoders | parameters (MB) | RSS growth on load (MB) | load (s) |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['size']} | {'two full models' if r['way'] == 'full' else 'base + LoRA'} | {r['unets']} | "
