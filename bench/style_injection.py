@@ -150,7 +150,7 @@ def sd_store_estimate(steps: int = 50, size: int = 512) -> dict:
                 recompute_bytes=recompute)
 
 
-def main(argv=None):
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(DEFAULT_GENERAL))
     p.add_argument("--cartoon-model", default=str(DEFAULT_CARTOON))
@@ -164,11 +164,11 @@ def main(argv=None):
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--name", default="style_injection")
     p.add_argument("--threads", type=int, default=1)
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    n = 6 if a.quick else a.n
-    arms = [x for x in a.arms.split(",") if x]
-    arm_cfg = {x: arm_settings(x) for x in arms}
+    return p.parse_args(argv)
+
+
+def load_models_and_judge(a, arms: list[str]):
+    """({"main": model, "cartoon": model?}, arms without inject-cartoon when that model is missing, judge)."""
     if not (Path(a.model) / "unet").is_dir():
         raise SystemExit(f"model not found at {a.model}: train the toy models first "
                          f"(python -m toyworld.train) or pass --model")
@@ -185,13 +185,14 @@ def main(argv=None):
         judge = load_judge(a.judge)
     else:
         print(f"no judge at {a.judge}: judge metrics skipped (silhouette, time and memory only)")
+    return models, arms, judge
 
-    prs = pairs(n)
-    contents = [render(c) for c, _ in prs]
-    styles = [render(s) for _, s in prs]
+
+def run_arms(a, arms, models, prs, contents, styles, n, t_start):
+    """Stylise every pair with every arm: (outputs per arm, one record per image)."""
+    arm_cfg = {x: arm_settings(x) for x in arms}
     outputs = {arm: [] for arm in arms}
     records = []
-    t_start = time.time()
     for arm in arms:
         model = models["cartoon" if arm.startswith("inject-cartoon") else "main"]
         k = a.recompute_pairs if arm.startswith("inject-recompute") else n
@@ -209,8 +210,11 @@ def main(argv=None):
                                 seconds=round(st.seconds, 4), store_peak_bytes=st.store_peak_bytes,
                                 rss_peak_bytes=st.rss_peak_bytes, unet_rows=st.unet_rows))
         print(f"  {arm}: {min(k, n)} images, {time.time() - t_start:.0f} s so far", flush=True)
+    return outputs, records
 
-    # judge
+
+def judge_records(judge, arms, prs, contents, styles, outputs, records) -> dict:
+    """The judge's verdicts per image set; adds the per-image verdict fields to ``records``."""
     verdicts = {"content": judge_all(judge, contents), "style": judge_all(judge, styles)}
     for arm in arms:
         verdicts[arm] = judge_all(judge, outputs[arm])
@@ -226,7 +230,10 @@ def main(argv=None):
                      color_kept=int(v["color"][i] == c.color),
                      color_from_style=int(v["color"][i] == s.color),
                      shape_from_style=int(v["shape"][i] == s.shape))
+    return verdicts
 
+
+def summarise(judge, arms, prs, verdicts, records, n) -> dict:
     def mean(arm, key):
         r = [x[key] for x in records if x["arm"] == arm and key in x]
         r = [x for x in r if x == x]
@@ -247,10 +254,10 @@ def main(argv=None):
                     "shape_from_style", "iou", "centroid_shift_px", "seconds"):
             summary[arm][key] = mean(arm, key)
         summary[arm]["store_peak_bytes"] = max(x["store_peak_bytes"] for x in records if x["arm"] == arm)
-    rss = max(x["rss_peak_bytes"] for x in records)
-    sd = sd_store_estimate()
-    toy_layers = list(default_layer_indices(models["main"].unet))
+    return summary
 
+
+def table(summary, arms, n) -> str:
     def f(x, fmt="{:.3f}"):
         return "-" if x is None else fmt.format(x)
 
@@ -266,7 +273,54 @@ def main(argv=None):
         lines.append(f"| {arm} | {sa['n']} | {f(sa['cartoon'])} | {f(sa['shape_size_kept'])} | {f(sa['color_kept'])} | "
                      f"{f(sa['color_from_style'])} | {f(sa['iou'])} | {f(sa['centroid_shift_px'], '{:.2f}')} | "
                      f"{f(sa['seconds'], '{:.2f}')} | {sa['store_peak_bytes'] / 2**20:.2f} MiB |")
-    text = "\n".join(lines)
+    return "\n".join(lines)
+
+
+def write_results(a, r: dict) -> None:
+    """The CSV of records, the JSON summary, the Markdown table and the contact sheet."""
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records, arms, n, prs, judge, verdicts = r["records"], r["arms"], r["n"], r["prs"], r["judge"], r["verdicts"]
+    with open(out / f"{a.name}.csv", "w", newline="") as fh:
+        keys = list(dict.fromkeys(k for rec in records for k in rec))
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(records)
+    (out / f"{a.name}.json").write_text(json.dumps(dict(
+        summary=r["summary"], n_pairs=n, steps=a.steps, arms=arms, layers=r["layers"],
+        models={"main": a.model, "cartoon": a.cartoon_model if "cartoon" in r["models"] else None},
+        judge=a.judge if judge is not None else None, rss_peak_bytes=r["rss"], sd_estimate=r["sd"],
+        threads=a.threads, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())), indent=2))
+    (out / f"{a.name}.md").write_text(r["head"] + "\n\n" + r["text"] + "\n")
+    cols = ["content", "style"] + [x for x in arms if not x.startswith("inject-recompute")]
+    rows = []
+    for i in range(min(n, 12)):
+        c, s = prs[i]
+        label = f"{c.size} {c.color} {c.shape}\n+ cartoon {s.color} {s.shape}"
+        if judge is not None and "inject" in verdicts and verdicts["inject"] is not None:
+            v = verdicts["inject"]
+            label += f'\ninject: {v["size"][i]} {v["color"][i]}\n  {v["shape"][i]} ({v["style"][i]})'
+        rows.append((label, [r["contents"][i], r["styles"][i]] + [r["outputs"][x][i] for x in cols[2:]]))
+    contact_sheet(rows, cols, out / f"{a.name}.png")
+    print(f"wrote {out}/{a.name}.csv, .json, .md, .png")
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    torch.set_num_threads(a.threads)
+    n = 6 if a.quick else a.n
+    models, arms, judge = load_models_and_judge(a, [x for x in a.arms.split(",") if x])
+    prs = pairs(n)
+    contents = [render(c) for c, _ in prs]
+    styles = [render(s) for _, s in prs]
+    t_start = time.time()
+    outputs, records = run_arms(a, arms, models, prs, contents, styles, n, t_start)
+    verdicts = judge_records(judge, arms, prs, contents, styles, outputs, records)
+    summary = summarise(judge, arms, prs, verdicts, records, n)
+    rss = max(x["rss_peak_bytes"] for x in records)
+    sd = sd_store_estimate()
+    toy_layers = list(default_layer_indices(models["main"].unet))
+    text = table(summary, arms, n)
     head = (f"Style-injection benchmark: {n} photo->cartoon pairs, {a.steps} DDIM steps, model {a.model}, "
             f"layers {toy_layers}, CPU float32, torch threads {a.threads}, {time.time() - t_start:.0f} s.\n"
             f"Process peak RSS {rss / 2**20:.0f} MiB (models, judge and Python included).\n"
@@ -275,34 +329,11 @@ def main(argv=None):
             f"{sd['recompute_bytes'] / 2**20:.1f} MiB with store='recompute'.")
     print(head)
     print(text)
-
     if not a.quick:
-        out = Path(a.out)
-        out.mkdir(parents=True, exist_ok=True)
-        with open(out / f"{a.name}.csv", "w", newline="") as fh:
-            keys = list(dict.fromkeys(k for r in records for k in r))
-            w = csv.DictWriter(fh, fieldnames=keys)
-            w.writeheader()
-            w.writerows(records)
-        (out / f"{a.name}.json").write_text(json.dumps(dict(
-            summary=summary, n_pairs=n, steps=a.steps, arms=arms, layers=toy_layers,
-            models={"main": a.model, "cartoon": a.cartoon_model if "cartoon" in models else None},
-            judge=a.judge if judge is not None else None, rss_peak_bytes=rss, sd_estimate=sd,
-            threads=a.threads, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())), indent=2))
-        (out / f"{a.name}.md").write_text(head + "\n\n" + text + "\n")
-        cols = ["content", "style"] + [x for x in arms if not x.startswith("inject-recompute")]
-        rows = []
-        for i in range(min(n, 12)):
-            c, s = prs[i]
-            label = f"{c.size} {c.color} {c.shape}\n+ cartoon {s.color} {s.shape}"
-            if judge is not None and "inject" in verdicts and verdicts["inject"] is not None:
-                v = verdicts["inject"]
-                label += f'\ninject: {v["size"][i]} {v["color"][i]}\n  {v["shape"][i]} ({v["style"][i]})'
-            rows.append((label, [contents[i], styles[i]] + [outputs[x][i] for x in cols[2:]]))
-        contact_sheet(rows, cols, out / f"{a.name}.png")
-        print(f"wrote {out}/{a.name}.csv, .json, .md, .png")
+        write_results(a, dict(records=records, arms=arms, n=n, prs=prs, judge=judge, verdicts=verdicts,
+                              summary=summary, layers=toy_layers, models=models, rss=rss, sd=sd, head=head,
+                              text=text, contents=contents, styles=styles, outputs=outputs))
     return summary
-
 
 if __name__ == "__main__":
     main()
