@@ -330,7 +330,7 @@ def build_app(config: StudioConfig | None = None, studio=None):
                 label="The reference's two recipes in the toy world (click one, then Fuse)",
                 **example_cache(lambda *a: fuse_example(*a), [out_general, out_expert, out_fused, compare, status]))
 
-        if not public and not calls.active:  # public / ZeroGPU apps: no sweeps (work of many requests)
+        if not calls.active:  # ZeroGPU: no sweeps (not wrapped for a GPU worker); public: cells capped
             from studio.sweep_panel import add_sweep_tab
             add_sweep_tab(gr, rt, dict(general=general, expert=expert, general_path=general_path, expert_path=expert_path,
                                        prompt=prompt, prompt1=prompt1, negative=negative, seed=seed, steps=steps,

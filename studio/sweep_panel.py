@@ -36,7 +36,7 @@ def add_sweep_tab(gr, rt, fusion: dict, session, with_request, panels, gpu_limit
 
     def service() -> SweepService:
         if not services:
-            services.append(SweepService(rt.cache, rt.slots, rt.limits))
+            services.append(SweepService(rt.cache, rt.slots, rt.limits, policy=rt.policy, admission=rt.admission))
         return services[0]
 
     with gr.Tab("Sweep", id="sweep"):
@@ -117,11 +117,30 @@ def add_sweep_tab(gr, rt, fusion: dict, session, with_request, panels, gpu_limit
         return (cell.v1, cell.kg, cell.ke, str(cell.selection), cell.mode, cell.primary, hp, hs, m,
                 f"**{cell.name}**: {text}")
 
-    sweep, stop = with_request(gr, sweep), with_request(gr, stop)
-    load_cell.__annotations__ = {"evt": gr.SelectData}  # resolved here (postponed annotations)
     inputs = [fusion[k] for k in SWEEP_INPUTS] + axes + [judge]
+    sweep, stop = with_request(gr, _positional(sweep, len(inputs))), with_request(gr, stop)
+    load_cell.__annotations__ = {"evt": gr.SelectData}  # resolved here (postponed annotations)
     evt = run.click(sweep, inputs, [grid, gallery, status, state], api_name="sweep", concurrency_id="gpu",
                     concurrency_limit=gpu_limit, show_progress="minimal", show_progress_on=[status])
     stop_btn.click(stop, None, status, api_name="sweep_stop", cancels=[evt], queue=False)
     gallery.select(load_cell, state, [fusion[k] for k in CELL_OUTPUTS] + [sal_p, sal_s, sal_m, cell_caption],
                    api_name="sweep_cell", concurrency_id="gpu", concurrency_limit=gpu_limit)
+
+
+def _positional(gen_fn, n: int):
+    """``gen_fn(*values, request=None)`` as a generator function of ``n`` named positional
+    parameters and then ``request``: Gradio hands its gr.Request only to a positional parameter
+    (it stops looking at ``*values``), so without this every sweep ran as session "default" and
+    one user's sweep cancelled another's (found by tests/test_load.py)."""
+    import inspect
+
+    def handler(*args):
+        yield from gen_fn(*args[:n], request=args[n] if len(args) > n else None)
+
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    handler.__signature__ = inspect.Signature(
+        [inspect.Parameter(f"param_{i}", kind) for i in range(n)]  # the API names as before
+        + [inspect.Parameter("request", kind, default=None)])
+    handler.__name__ = handler.__qualname__ = getattr(gen_fn, "__name__", "sweep")
+    handler.__doc__ = gen_fn.__doc__
+    return handler

@@ -68,19 +68,23 @@ class SweepService:
     """``stream(request, cancel)`` yields a :class:`SweepUpdate` per finished chunk of cells."""
 
     def __init__(self, cache, slots: WorkSlots, limits: Limits | None = None, max_cells: int = APP_MAX_CELLS,
-                 chunk_cells: int = 4):
+                 chunk_cells: int = 4, policy=None, admission=None):
         self.cache, self.slots, self.limits = cache, slots, limits or Limits()
         self.max_cells, self.chunk_cells = max_cells, chunk_cells
+        # public mode (studio.public): offered models only, its caps; a sweep holds one admission ticket
+        self.policy, self.admission = policy, admission
 
     def check(self, req: SweepRequest):
         """(general path, expert path, SweepSpec, LoraSettings) or a StudioError; nothing loads."""
         from fusion.lora import LoraSettings
         from fusion.sweep_spec import SweepAxes, SweepSpec
         try:
-            general = resolve_model(req.general, req.general_path_box, "General")
-            expert = resolve_model(req.expert, req.expert_path_box, "Expert")
-            lora = LoraSettings(resolve_lora(req.general_lora, req.general_lora_path_box, "General"),
-                                resolve_lora(req.expert_lora, req.expert_lora_path_box, "Expert"),
+            resolve = self.policy.resolve_model if self.policy is not None else resolve_model
+            resolve_l = self.policy.resolve_lora if self.policy is not None else resolve_lora
+            general = resolve(req.general, req.general_path_box, "General")
+            expert = resolve(req.expert, req.expert_path_box, "Expert")
+            lora = LoraSettings(resolve_l(req.general_lora, req.general_lora_path_box, "General"),
+                                resolve_l(req.expert_lora, req.expert_lora_path_box, "Expert"),
                                 req.general_lora_scale if req.general_lora_scale is not None else 1.0,
                                 req.expert_lora_scale if req.expert_lora_scale is not None else 1.0)
             lora.side(0), lora.side(1)  # scale checks
@@ -91,6 +95,9 @@ class SweepService:
                                  f"(shorten an axis, or use python -m fusion.sweep)")
             seed = whole_number(req.seed, "seed", 0, 2 ** 63 - 1)
             steps = whole_number(req.steps, "steps", 1, 1000)
+            if self.policy is not None:
+                self.policy.check_sweep(axes.size)
+                self.policy.check_fuse(req)
             sizes = {}
             for p in axes.primary:
                 geo = geometry(general if p == "general" else expert)
@@ -120,7 +127,9 @@ class SweepService:
             except ValueError as e:
                 raise StudioError(str(e)) from None
         update = SweepUpdate(spec.axes, total=spec.axes.size)
-        with self.slots.slot(cancel=cancel):
+        import contextlib
+        with self.admission.ticket() if self.admission is not None else contextlib.nullcontext(), \
+                self.slots.slot(cancel=cancel):
             pipe = self.cache.pipeline(general, expert, lora=lora if lora.any else None)
             for chunk in plan_chunks(spec.axes.cells(), references=False, max_cells=self.chunk_cells):
                 out = run_chunk(pipe, spec, chunk, cancel=cancel,

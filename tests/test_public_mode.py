@@ -296,3 +296,25 @@ def test_lora_paths_all_get_the_same_answer(models, tmp_path):
 def test_lora_refused_through_the_api(app, models):
     msg = error_of(lambda: fuse(app[1], models, expert_lora_path=models["not_a_model"]))
     assert "Expert LoRA: not one of the LoRAs this app offers" in msg
+
+
+def sweep(client, models, **kw):
+    args = dict(general=models["general"], expert=models["expert"], general_path="", expert_path="",
+                prompt="a red circle", prompt1="a red circle", negative="", seed=3, steps=3, guidance=7.5,
+                height=16, width=16, v1="400,800", kg="1", ke="1", mode="2", primary="general", judge=False)
+    args.update(kw)
+    return client.predict(*args.values(), api_name="/sweep")
+
+
+def test_sweep_runs_on_offered_models(app, models):
+    assert sweep(app[1], models)[2].startswith("2 of 2 cells done")
+
+
+def test_sweep_cells_capped(app, models):
+    msg = error_of(lambda: sweep(app[1], models, v1="100,200,300,400,500,600,700,800,900", ke="1,2"))
+    assert "sweep: at most 16 cells per request on this public app (asked 18)" in msg
+
+
+def test_sweep_refuses_server_paths_like_fusion(app, models):
+    answers = {error_of(lambda: sweep(app[1], models, general_path=models[w])) for w in ("missing", "not_a_model")}
+    assert len(answers) == 1 and MODEL_REFUSED.format(role="General") in answers.pop()
