@@ -301,7 +301,9 @@ def test_lora_refused_through_the_api(app, models):
 def sweep(client, models, **kw):
     args = dict(general=models["general"], expert=models["expert"], general_path="", expert_path="",
                 prompt="a red circle", prompt1="a red circle", negative="", seed=3, steps=3, guidance=7.5,
-                height=16, width=16, v1="400,800", kg="1", ke="1", mode="2", primary="general", judge=False)
+                height=16, width=16, sampler="ddim", general_lora="", expert_lora="", general_lora_path="",
+                expert_lora_path="", general_lora_scale=1.0, expert_lora_scale=1.0, v1="400,800", kg="1", ke="1",
+                mode="2", primary="general", judge=False)
     args.update(kw)
     return client.predict(*args.values(), api_name="/sweep")
 
