@@ -28,18 +28,19 @@ stylised one at every sampling step (3 UNet rows per step instead of 1).
 
 Python API::
 
-    from mccstn.injection import InjectionEngine
-    engine = InjectionEngine("assets/models/toy-general")        # or an SD 1.x folder / .safetensors
-    out = engine.stylize(content_pil, style_pil, gamma=0.75, temperature=1.5, steps=50)
-    engine.last_stats                                              # seconds, store bytes, UNet rows
+    from fusion.loading import load_model
+    from mccstn.injection import InjectionSettings, style_transfer
+    model = load_model("assets/models/toy-general")                # or an SD 1.x folder / .safetensors
+    out, stats = style_transfer(model, content_pil, style_pil, InjectionSettings(gamma=0.75, steps=50))
+
+The style tab's adapter (controls, lazy model loading) is :class:`studio.injection_engine.InjectionEngine`.
 """
 from __future__ import annotations
 
 import os
 import resource
-import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Union
 
@@ -51,7 +52,6 @@ from fusion.ddim import (check_cancel, ddim_inverse_step, ddim_step, eps_from_pr
                          schedule_for)
 from fusion.paths import PROJECT_ROOT, TOY_GENERAL  # noqa: F401  (PROJECT_ROOT re-exported)
 
-from .engines import Control, StyleEngine
 from .injection_attn import (FeatureStore, InjectionCall, decoder_self_attention_layers,
                              estimate_store_bytes, installed, parse_layers, processor_names)
 
@@ -62,7 +62,7 @@ STORES = ("cache", "recompute")
 MAX_RESOLUTION = 2048
 
 __all__ = [
-    "InjectionSettings", "InjectionStats", "InjectionEngine", "style_transfer", "invert",
+    "InjectionSettings", "InjectionStats", "style_transfer", "invert",
     "sample", "adain", "ddim_inverse_step", "encode_image", "decode_latent", "prepare_images",
     "load_image", "grid_multiple", "DEFAULT_MODEL",
 ]
@@ -399,103 +399,3 @@ class _nothing:
 
     def __exit__(self, *a):
         return False
-
-
-# ---------------------------------------------------------------------------------------------
-# the engine
-# ---------------------------------------------------------------------------------------------
-class InjectionEngine(StyleEngine):
-    """The style tab's out-of-the-box engine: StyleID attention injection on a diffusion model.
-
-    ``model``: a diffusers folder or single SD 1.x checkpoint path (default: the embedded toy
-    general model, ``assets/models/toy-general``), or an already loaded
-    :class:`fusion.loading.DiffusionModel` (e.g. the fusion tab's: shared, not copied). The model
-    is loaded on the first :meth:`stylize` and kept. ``last_stats`` holds the last call's
-    :class:`InjectionStats`.
-    """
-
-    name = "injection"
-    description = ("Training-free style transfer on a diffusion model: DDIM inversion and StyleID "
-                   "attention injection (no trained style weights needed)")
-
-    def __init__(self, model=None, device=None, dtype=None):
-        self._model = None
-        self._path: Path | None = None
-        if model is None:
-            self._path = DEFAULT_MODEL
-        elif isinstance(model, (str, os.PathLike)):
-            self._path = Path(model).expanduser()
-        elif hasattr(model, "unet") and hasattr(model, "vae"):
-            self._model = model
-        else:
-            raise ValueError(f"model: expected a model path or a loaded DiffusionModel, got {type(model).__name__}")
-        self._device, self._dtype = device, dtype
-        self._lock = threading.Lock()
-        self.last_stats: InjectionStats | None = None
-
-    @property
-    def source(self) -> str:
-        return str(self._path) if self._model is None else self._model.source
-
-    def availability(self) -> tuple[bool, str]:
-        if self._model is not None:
-            return True, ""
-        from fusion.loading import is_model_source
-
-        p = self._path
-        if not p.exists():
-            hint = (" (the embedded toy model: train it with `python -m toyworld.train`)"
-                    if p.resolve() == DEFAULT_MODEL.resolve() else "")
-            return False, f"diffusion model not found at {p}{hint}; or choose an SD 1.x model"
-        if not is_model_source(p):
-            return False, f"{p} is not a diffusion model (a diffusers folder or a .safetensors/.ckpt file)"
-        return True, ""
-
-    @property
-    def model(self):
-        """The loaded model (loads it on first use)."""
-        with self._lock:
-            if self._model is None:
-                ok, why = self.availability()
-                if not ok:
-                    raise ValueError(why)
-                from fusion.loading import load_model
-                self._model = load_model(self._path, device=self._device, dtype=self._dtype)
-            return self._model
-
-    def controls(self) -> list[Control]:
-        d = InjectionSettings()
-        return [
-            Control("gamma", "slider", "Content query weight (gamma)", d.gamma, 0.0, 1.0, 0.05,
-                    info="query preservation: 1 keeps the content's layout most, 0 least"),
-            Control("temperature", "slider", "Attention temperature (T)", d.temperature, 0.5, 3.0, 0.1,
-                    info="multiplies the injected attention logits; >1 sharpens"),
-            Control("steps", "slider", "DDIM steps", d.steps, 5, 100, 1,
-                    info="inversion and sampling steps (50 for SD; 20-50 for the toy models)"),
-            Control("layers", "text", "Injected decoder layers", d.layers,
-                    info="'default' (last two resolutions; SD 1.x: 6-11), 'all', or e.g. '6-11'"),
-            Control("adain", "checkbox", "AdaIN start latent", d.adain,
-                    info="start from the content latent with the style's channel statistics"),
-            Control("inject", "checkbox", "Attention injection", d.inject,
-                    info="off: plain DDIM reconstruction (with AdaIN: colour transfer only)"),
-            Control("resolution", "number", "Resolution (0 = model native)", d.resolution, 0, MAX_RESOLUTION, 16,
-                    info="output side in pixels, rounded down to the model grid"),
-            Control("fit", "dropdown", "Fit content", d.fit, choices=FITS,
-                    info="crop: cover and centre-crop to a square; stretch: squash; aspect: keep aspect ratio"),
-            Control("prompt", "text", "Style prompt (optional)", d.prompt,
-                    info="text condition while sampling, e.g. 'a cartoon'"),
-            Control("guidance", "slider", "Prompt guidance", d.guidance, 1.0, 10.0, 0.5,
-                    info="classifier-free guidance of the prompt; 1 = none"),
-            Control("store", "dropdown", "Feature memory", d.store, choices=STORES,
-                    info="cache: record during inversion; recompute: far less memory, ~1.7x slower"),
-        ]
-
-    def settings(self, **controls) -> InjectionSettings:
-        values = self.check_controls(controls)
-        return InjectionSettings(**{f.name: values[f.name] for f in fields(InjectionSettings)}).validate()
-
-    def stylize(self, content: ImageLike, style: ImageLike, cancel=None, callback=None, **controls) -> Image.Image:
-        s = self.settings(**controls)  # bad values fail here, before any loading
-        c_img, s_img = load_image(content, "content"), load_image(style, "style")
-        out, self.last_stats = style_transfer(self.model, c_img, s_img, s, cancel=cancel, callback=callback)
-        return out

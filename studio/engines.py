@@ -9,7 +9,7 @@ Built in:
 
 * ``mccstn`` - :class:`mccstn.mccstn_engine.MccSTNEngine` with weights from
   ``--mccstn-weights`` (default ``<models-dir>/mccstn``).
-* ``injection`` - :class:`mccstn.injection.InjectionEngine`, training-free, on the embedded toy
+* ``injection`` - :class:`studio.injection_engine.InjectionEngine`, training-free, on the embedded toy
   general model (works out of the box). Its diffusion model comes from the app's warm model
   cache, so the fusion tab and the style tab share one copy.
 """
@@ -68,7 +68,7 @@ class EngineRegistry:
         self.specs: list[_Spec] = [
             _Spec("mccstn", "MccSTN", "mccstn.mccstn_engine", "MccSTNEngine",
                   make=lambda cls, reg: cls(reg.config.mccstn_dir(), device=str(reg.config.torch_device()))),
-            _Spec("injection", "Style injection (training-free)", "mccstn.injection", "InjectionEngine",
+            _Spec("injection", "Style injection (training-free)", "studio.injection_engine", "InjectionEngine",
                   make=lambda cls, reg: cls(reg.style_model_path()),
                   for_run=lambda eng, reg: type(eng)(reg.cache.get(reg.style_model_path()))),
         ]

@@ -13,7 +13,8 @@ from PIL import Image
 from fusion.loading import load_model
 from fusion.sampler import alphas_cumprod
 from mccstn import injection as inj
-from mccstn.injection import InjectionEngine, InjectionSettings, style_transfer
+from mccstn.injection import InjectionSettings, style_transfer
+from studio.injection_engine import InjectionEngine
 from mccstn.injection_attn import (FeatureStore, InjectionCall, decoder_self_attention_layers,
                                    default_layer_indices, estimate_store_bytes, injected_attention,
                                    installed, parse_layers, processor_names)
