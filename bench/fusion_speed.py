@@ -57,57 +57,12 @@ from fusion.loading import DiffusionModel  # noqa: E402
 from fusion.paths import TOY_EXPERT, TOY_GENERAL  # noqa: E402
 from fusion.pipeline import FusionPipeline, FusionSettings, to_uint8  # noqa: E402
 
+from bench.fusion_speed_report import capture_cost, markdown  # noqa: E402,F401
+from bench.measure import peak_memory, peak_rss_mb, reset_peak, rss_mb, sync  # noqa: E402,F401
+
 DEFAULT_RECIPES = ("600,1,1:2:general", "850,1,1:1:expert")
 SCHEDULES = ("naive", "project", "project_batch", "project_batch_nocapture")
 TOY_DIRS = (TOY_GENERAL, TOY_EXPERT)
-
-
-# ---------------------------------------------------------------------------------------------
-# memory
-# ---------------------------------------------------------------------------------------------
-def _status_kb(field: str) -> int:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    if field == "VmHWM":
-        import resource
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-    return 0
-
-
-def rss_mb() -> float:
-    return _status_kb("VmRSS") / 1024
-
-
-def peak_rss_mb() -> float:
-    return _status_kb("VmHWM") / 1024
-
-
-def reset_peak(device: torch.device) -> None:
-    """Reset the peak RSS counter (Linux: write 5 to /proc/self/clear_refs) and CUDA's."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def peak_memory(device: torch.device) -> dict:
-    out = {"peak_rss_mb": round(peak_rss_mb(), 1)}
-    if device.type == "cuda":
-        out["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 20, 1)
-    return out
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -405,83 +360,6 @@ def cold_warm(args, device, dtype) -> dict:
         return dict(models=[str(d.relative_to(ROOT)) if str(d).startswith(str(ROOT)) else Path(d).name for d in dirs],
                     load_s=round(t_load, 3), cold_first_request_s=round(t_cold, 3),
                     warm_request_s=round(min(warm), 3), steps=args.steps)
-
-
-# ---------------------------------------------------------------------------------------------
-# report
-# ---------------------------------------------------------------------------------------------
-def capture_cost(requests: list[dict]) -> dict:
-    """Per recipe: seconds with saliency capture over seconds without (the defaults otherwise)."""
-    rows = {(r["recipe"], r["schedule"]): r for r in requests}
-    out = {}
-    for (recipe, sched), on in rows.items():
-        off = rows.get((recipe, "project_batch_nocapture"))
-        if sched == "project_batch" and off:
-            paired = sorted(a / b for a, b in zip(on["all_seconds"], off["all_seconds"]))
-            out[recipe] = dict(ratio=round(on["s_per_request"] / off["s_per_request"], 4),
-                               paired_median=round(statistics.median(paired), 4))
-    return out
-
-
-def markdown(res: dict) -> str:
-    a = res["args"]
-    lines = [f"### fusion_speed: size={a['size']}, {a['H']}x{a['W']}, {a['steps']} steps, n_samples={a['n_samples']}, "
-             f"device={res['env']['device']}, dtype={res['env']['dtype']}", ""]
-    if res.get("requests"):
-        lines += ["| recipe | schedule | UNet calls | s/request | s/step | UNet s | s/UNet call | other s | "
-                  "peak RSS MB | ratio | speed-normalised ratio |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for r in res["requests"]:
-            lines.append(f"| {r['recipe']} | {r['schedule']} | {r['unet_calls']} | {r['s_per_request']} | "
-                         f"{r['s_per_step']} | {r['unet_s_per_request']} | {r['s_per_unet_call']} | "
-                         f"{r['other_s_per_request']} | {r['peak_rss_mb']} | {r.get('ratio', '')} | "
-                         f"{r.get('normalised_ratio', '')} |")
-        lines.append("")
-        lines.append("(peak RSS: the whole process, which holds both schedules' models; see 'Holding two models')")
-        lines.append("")
-        cap = capture_cost(res["requests"])
-        if cap:
-            lines.append("Saliency capture (defaults with capture on / off, same requests interleaved): " + "; ".join(
-                f"{k}: {v['ratio']} (paired median {v['paired_median']})" for k, v in cap.items()))
-            lines.append("")
-        lines.append("Against naive (final latents bit-equal / images bit-equal / max |diff| / 8-bit images equal): " +
-                     "; ".join(f"{k}: {v['latents_bit_equal']} / {v['images_bit_equal']} / "
-                               f"{v['images_max_abs_diff']:.1e} / {v['uint8_equal']}" for k, v in res["bit_equal"].items()))
-        lines.append("")
-    if res.get("counts_50"):
-        lines += [f"UNet calls per request at {res['counts_50'][0]['steps']} steps (exact):", "",
-                  "| recipe | prompt == prompt1 | naive | project | ratio | project_batch calls |", "|---|---|---|---|---|---|"]
-        for c in res["counts_50"]:
-            lines.append(f"| {c['recipe']} | {c['same_prompt']} | {c['naive']} | {c['project']} | {c['ratio']} | "
-                         f"{c['project_batch']} |")
-        lines.append("")
-    if res.get("components"):
-        c = res["components"]
-        lines.append("Component times (s): " + ", ".join(f"{k} {v}" for k, v in c.items()))
-        lines.append("")
-    if res.get("snb_overhead"):
-        o = res["snb_overhead"]
-        lines.append(f"SNB blend per step: {o['snb_s']:.5f} s = {100 * o['fraction_of_unet_call']:.3f}% of one UNet call "
-                     f"({o['unet_call_s']:.3f} s); SNB+3 DDIM updates: {100 * o['sampler_fraction']:.3f}%")
-        lines.append("")
-    if res.get("modelled"):
-        lines += ["Modelled s/request from exact counts x measured component times:", "",
-                  "| recipe | steps | prompt == prompt1 | naive s | project s | time ratio | call ratio | "
-                  "project_batch s | batch time ratio |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for m in res["modelled"]:
-            lines.append(f"| {m['recipe']} | {m['steps']} | {m['same_prompt']} | {m['naive_s']} | {m['project_s']} | "
-                         f"{m['ratio']} | {m['call_ratio']} | {m.get('project_batch_s', '')} | {m.get('ratio_batch', '')} |")
-        lines.append("")
-    if res.get("memory"):
-        m = res["memory"]
-        lines.append(f"Holding two models: separate components {m['separate']}, shared VAE+text encoder {m['shared']}")
-        lines.append("")
-    if res.get("cold_warm"):
-        c = res["cold_warm"]
-        lines.append(f"Cold/warm ({c['models']}, {c['steps']} steps): load {c['load_s']} s, first request (incl. load) "
-                     f"{c['cold_first_request_s']} s, warm request {c['warm_request_s']} s")
-    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> dict:
