@@ -191,14 +191,13 @@ def sample_trajectories(
         solver.start(names)
         x_T = solver.initial_latents(x_T)
     latents = {tr.name: x_T for tr in trajectories}  # one object: shared until they diverge
-    denoisers = {}
-    for tr in trajectories:
-        for d in (tr.denoiser, tr.secondary):
-            if d is not None:
-                denoisers[id(d)] = d
+    denoisers = {id(d): d for tr in trajectories for d in (tr.denoiser, tr.secondary) if d is not None}
     base = {id(d): (d.calls, d.rows) for d in denoisers.values() if hasattr(d, "calls")}
     stats = SamplerStats()
     total = len(timesteps)
+
+    def key(ev):
+        return _eval_key(ev, share)
 
     for i, t in enumerate(timesteps):
         _check_cancel(cancel)
@@ -207,28 +206,8 @@ def sample_trajectories(
             a_prev = previous_alpha(alphas, timesteps, i)
         inputs = latents if solver is None else solver.model_inputs(latents, i)
 
-        # 1. which evaluations each trajectory needs: (denoiser, latent, uncond, cond)
-        needs: dict[str, list[tuple]] = {}
-        for tr in trajectories:
-            x = inputs[tr.name]
-            evals = [(tr.denoiser, x, tr.uncond, tr.cond)]
-            if tr.needs_secondary(t):
-                evals.append((tr.secondary, x, tr.secondary_uncond, tr.secondary_cond))
-            needs[tr.name] = evals
-
-        # 2. evaluate, sharing identical evaluations
-        def key(ev):
-            d, x, u, c = ev
-            return (id(d), id(x), id(u), id(c)) if share else (id(ev),)
-
-        unique: dict[tuple, tuple] = {}
-        for evals in needs.values():
-            for ev in evals:
-                k = key(ev)
-                if k in unique:
-                    stats.shared += 1
-                else:
-                    unique[k] = ev
+        # 1-2. the evaluations each trajectory needs; evaluate, sharing identical ones
+        needs, unique = _needs(trajectories, inputs, t, share, stats)
         results = _evaluate(list(unique.items()), t, n, batch_trajectories, cancel)
 
         # 3. blend where fused, DDIM-update each trajectory (identical blends and updates computed once)
@@ -266,12 +245,44 @@ def sample_trajectories(
         if callback is not None:
             callback(StepEvent(index=i, total=total, t=int(t), latents=latents, pred_x0=pred_x0, snb=snb_out))
 
+    _count_calls(stats, denoisers, base)
+    return latents, stats
+
+
+def _eval_key(ev: tuple, share: bool) -> tuple:
+    """Evaluations with equal keys are computed once: same denoiser, latent and embeddings."""
+    d, x, u, c = ev
+    return (id(d), id(x), id(u), id(c)) if share else (id(ev),)
+
+
+def _needs(trajectories, inputs: dict, t: int, share: bool, stats: "SamplerStats") -> tuple[dict, dict]:
+    """({name: [(denoiser, latent, uncond, cond), ...]}, {key: evaluation} of the unique ones);
+    counts the shared evaluations in ``stats.shared``."""
+    needs: dict[str, list[tuple]] = {}
+    for tr in trajectories:
+        x = inputs[tr.name]
+        evals = [(tr.denoiser, x, tr.uncond, tr.cond)]
+        if tr.needs_secondary(t):
+            evals.append((tr.secondary, x, tr.secondary_uncond, tr.secondary_cond))
+        needs[tr.name] = evals
+    unique: dict[tuple, tuple] = {}
+    for evals in needs.values():
+        for ev in evals:
+            k = _eval_key(ev, share)
+            if k in unique:
+                stats.shared += 1
+            else:
+                unique[k] = ev
+    return needs, unique
+
+
+def _count_calls(stats: "SamplerStats", denoisers: dict, base: dict) -> None:
+    """Add each counting denoiser's passes and rows since ``base`` to ``stats``."""
     for d in denoisers.values():
         if hasattr(d, "calls"):
             c0, r0 = base[id(d)]
             stats.calls[d.name] = stats.calls.get(d.name, 0) + d.calls - c0
             stats.rows[d.name] = stats.rows.get(d.name, 0) + d.rows - r0
-    return latents, stats
 
 
 def _blend_settings(tr: Trajectory) -> dict:
