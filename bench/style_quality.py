@@ -176,7 +176,8 @@ class Runners:
             return lambda c, st: style_transfer(m, c, st, s)[0]
         if kind == "expert":
             from mccstn.expert_transfer import ExpertTransferSettings, expert_transfer
-            g, e = self.model("general"), self.model("cartoon")
+            settings = dict(settings)
+            g, e = self.model("general"), self.model(settings.pop("sampler", "cartoon"))
             s = ExpertTransferSettings(**settings)
             return lambda c, st: expert_transfer(g, e, c, st, s)[0]
         if kind == "mccstn":
@@ -284,6 +285,29 @@ def run_arms(runners: Runners, arms: list[str], prs, contents, styles, log=print
     return outputs, seconds, peaks, skipped
 
 
+def combine(parts: list[str], out: Path, name: str) -> dict:
+    """Merge the CSV/JSON of runs made on the same pairs (e.g. the diffusion arms and, once its
+    training ended, the MccSTN arms) into ``name``.csv/.json/.md; contact sheets stay per run."""
+    records, summary, heads, arms = [], {}, [], {}
+    for part in parts:
+        data = json.loads((out / f"{part}.json").read_text())
+        with open(out / f"{part}.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        seen = set(summary)
+        records += [r for r in rows if r["arm"] not in seen]
+        summary.update({k: v for k, v in data["summary"].items() if k not in seen})
+        arms.update(data["arms"])
+        heads.append((out / f"{part}.md").read_text().split("\n")[0] + f" [{part}.png]")
+    (out / f"{name}.json").write_text(json.dumps(dict(summary=summary, arms=arms, parts=parts), indent=2) + "\n")
+    with open(out / f"{name}.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for r in records for k in r)))
+        w.writeheader()
+        w.writerows(records)
+    (out / f"{name}.md").write_text("\n".join(heads) + "\n\n" + table(summary) + "\n")
+    print(table(summary))
+    return summary
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pairs", choices=sorted(PAIR_SEEDS), default="bench")
@@ -297,7 +321,10 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--name", default="style_quality")
     p.add_argument("--no-write", action="store_true", help="print only (tuning runs)")
+    p.add_argument("--combine", default="", help="comma-separated earlier run names to merge into --name")
     a = p.parse_args(argv)
+    if a.combine:
+        return combine([x for x in a.combine.split(",") if x], Path(a.out), a.name)
     torch.set_num_threads(a.threads)
     from toyworld.judge import load_judge
 

@@ -44,6 +44,14 @@ class ExpertTransferSettings:
     general_share: fraction of the sampled steps (the noisiest ones) still denoised by the general
         model before the expert takes over (MagicFusion's observation: layout and colour are
         settled in the early steps, the look in the late ones). 0 = expert throughout.
+    general_weight: in the expert's steps, blend the noise predictions as
+        (1 - w) * expert + w * general (static noise blending; one more UNet call per step): the
+        general model keeps what the expert never learnt (on the toy world: triangles). 0 = off.
+    inject: StyleID attention injection in the expert's sampling (content queries mixed by
+        ``gamma``, style keys/values, logits x ``temperature``), both recorded by inverting
+        content and style with the expert over the same partial schedule (2 more UNet rows per
+        inverted step). False.
+    gamma, temperature: StyleID's query preservation and attention temperature (0.75, 1.5).
     preserve_color: the output's subject (its saturated pixels) gets the colour statistics of
         the content's subject (True, default; the expert may not know the content's colour) or
         of the style's subject (False) (:func:`match_subject_colour`).
@@ -57,6 +65,10 @@ class ExpertTransferSettings:
     steps: int = 20
     strength: float = 0.5
     general_share: float = 0.0
+    general_weight: float = 0.0
+    inject: bool = False
+    gamma: float = 0.75
+    temperature: float = 1.5
     preserve_color: bool = True
     adain: bool = False
     prompt: str = ""
@@ -70,7 +82,9 @@ class ExpertTransferSettings:
             raise ValueError(f"strength: got {self.strength!r}; accepted: a number in (0, 1]")
         if not isinstance(self.general_share, (int, float)) or not 0.0 <= float(self.general_share) <= 1.0:
             raise ValueError(f"general_share: got {self.general_share!r}; accepted: a number in [0, 1]")
-        for name in ("preserve_color", "adain"):
+        if not isinstance(self.general_weight, (int, float)) or not 0.0 <= float(self.general_weight) <= 1.0:
+            raise ValueError(f"general_weight: got {self.general_weight!r}; accepted: a number in [0, 1]")
+        for name in ("preserve_color", "adain", "inject"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}: got {getattr(self, name)!r}; accepted: True or False")
         if not isinstance(self.guidance, (int, float)) or not 0.0 <= float(self.guidance) <= 100.0:
@@ -104,8 +118,11 @@ def expert_transfer(general, expert, content: Any, style: Any,
     if s.adain:
         zt = adain(zt, z0[1:])
     t1 = time.perf_counter()
-    k = round(len(part) * float(s.general_share))
-    z, rows = _sample_switching(general, expert, zt, part, k, alphas, s, cancel, callback)
+    if s.inject:
+        z, rows = _sample_injected(expert, zt, z0, part, alphas, s, cancel, callback)
+    else:
+        k = round(len(part) * float(s.general_share))
+        z, rows = _sample_switching(general, expert, zt, part, k, alphas, s, cancel, callback)
     [out] = decode_latent(expert, z)
     out = match_subject_colour(out, c_img if s.preserve_color else s_img)
     t2 = time.perf_counter()
@@ -133,8 +150,16 @@ def _sample_switching(general, expert, x, timesteps, k, alphas, s: ExpertTransfe
         ctx = contexts[id(model)]
         a_t = float(alphas[t])
         a_prev = float(alphas[timesteps[i + 1]]) if i + 1 < n else float(alphas[0])
-        e = _eps(model, alphas, torch.cat([x, x]) if guided else x, t, ctx)
-        rows += 2 if guided else 1
+        xin = torch.cat([x, x]) if guided else x
+        e = _eps(model, alphas, xin, t, ctx)
+        rows += xin.shape[0]
+        w = float(s.general_weight)
+        if model is expert and expert is not general and w > 0:
+            if id(general) not in contexts:
+                cond = general.encode_prompts([s.prompt])
+                contexts[id(general)] = torch.cat([general.encode_prompts([""]), cond]) if guided else cond
+            e = (1 - w) * e + w * _eps(general, alphas, xin, t, contexts[id(general)])
+            rows += xin.shape[0]
         eps = e[:1] + float(s.guidance) * (e[1:] - e[:1]) if guided else e
         x, _ = ddim_step(x, eps, a_t, a_prev)
         if callback is not None:
@@ -170,3 +195,22 @@ def match_subject_colour(out: Image.Image, content: Image.Image, threshold: floa
     w = np.clip((_saturation(o) - 0.8 * threshold) / (0.2 * threshold), 0.0, 1.0)[..., None]
     res = w * recoloured + (1 - w) * o
     return Image.fromarray(np.clip(np.round(res), 0, 255).astype(np.uint8))
+
+
+def _sample_injected(expert, zt, z0, part, alphas, s: ExpertTransferSettings, cancel, callback):
+    """Record content/style self-attention inputs by inverting both with ``expert`` over ``part``,
+    then sample ``zt`` with StyleID injection from them (mccstn.injection's machinery)."""
+    from .injection import InjectionSettings, sample
+    from .injection_attn import FeatureStore, installed, parse_layers, processor_names
+
+    names = processor_names(expert.unet, parse_layers("default", expert.unet))
+    store = FeatureStore(frozenset(names), frozenset(int(t) for t in part))
+    settings = InjectionSettings(steps=s.steps, gamma=float(s.gamma), temperature=float(s.temperature),
+                                 prompt=s.prompt, guidance=float(s.guidance))
+    with installed(expert.unet, names):
+        invert(expert, z0, part, alphas, store=store, cancel=cancel, callback=callback)
+        try:
+            z, rows = sample(expert, zt, part, alphas, settings, store=store, cancel=cancel, callback=callback)
+        finally:
+            store.clear()
+    return z, rows + 2 * len(part)

@@ -44,6 +44,14 @@ class MccSTNEngine(StyleEngine):
         self._load_error: Optional[str] = None
         self._lock = threading.Lock()
 
+    @property
+    def card(self) -> str:
+        """What the engine is and where its weights came from (shown by the style tab)."""
+        shipped = self.weights_dir.resolve() == SHIPPED_WEIGHTS_DIR.resolve()
+        where = ("weights: trained from scratch in the toy world by this project (assets/mccstn/README.md: "
+                 "toy renders only, not real photos)" if shipped else f"weights: {self.weights_dir}")
+        return f"{self.description} {where}."
+
     # -- StyleEngine -----------------------------------------------------------------------
     def availability(self) -> tuple[bool, str]:
         if self._load_error:

@@ -147,7 +147,8 @@ def normalise_activations(encoder: Encoder, images: torch.Tensor) -> dict[str, f
 
     Layer by layer: measure the mean activation m_k of filter k, divide its weight and bias by
     m_k and multiply the next conv's input-channel-k weights by m_k. Filters that never fire
-    (m_k = 0) are left alone. Returns the mean activation per layer after the rescaling.
+    (m_k = 0) are left alone, and nearly dead ones are scaled as if m_k were 5% of the layer's
+    median (so their gain stays bounded). Returns the mean activation per layer after the rescaling.
     """
     order = [op for ops in ENCODER_SLICES for op in ops if op not in ("pool", "color")]
     used = set(order)
@@ -156,7 +157,12 @@ def normalise_activations(encoder: Encoder, images: torch.Tensor) -> dict[str, f
     for li, name in enumerate(order):
         acts = _activation_of(encoder, images, name)
         m = acts.mean(dim=(0, 2, 3))
-        scale = torch.where(m > 1e-8, m, torch.ones_like(m))
+        # nearly dead filters are not blown up (a 1/m gain of 1e6 makes the features of any
+        # out-of-range image, e.g. an untrained decoder's output, explode): floor at 5% of the
+        # layer's median mean activation
+        live = m[m > 0]
+        floor = 0.05 * float(live.median()) if live.numel() else 1.0
+        scale = torch.where(m > 0, m.clamp(min=floor), torch.ones_like(m))
         convs[name].weight.div_(scale.view(-1, 1, 1, 1))
         convs[name].bias.div_(scale)
         if li + 1 < len(order):

@@ -7,8 +7,11 @@ one-line reason (how to make it available), never raised. Engines implement
 
 Built in:
 
+* ``expert`` - :class:`mccstn.expert_engine.ExpertEngine`, subject-keeping diffusion transfer on
+  the embedded toy general model + cartoon expert (first: it measures best in
+  bench/results/style_quality.md, so it is the default).
 * ``mccstn`` - :class:`mccstn.mccstn_engine.MccSTNEngine` with weights from
-  ``--mccstn-weights`` (default ``<models-dir>/mccstn``).
+  ``--mccstn-weights`` (default ``<models-dir>/mccstn``, else the shipped ``assets/mccstn``).
 * ``injection`` - :class:`studio.injection_engine.InjectionEngine`, training-free, on the embedded toy
   general model (works out of the box). Its diffusion model comes from the app's warm model
   cache, so the fusion tab and the style tab share one copy.
@@ -66,6 +69,9 @@ class EngineRegistry:
         self._entries: dict[str, EngineEntry] | None = None
         self._lock = threading.Lock()
         self.specs: list[_Spec] = [
+            _Spec("expert", "Subject-keeping diffusion (general + cartoon expert)", "mccstn.expert_engine",
+                  "ExpertEngine", make=lambda cls, reg: cls(*reg.expert_model_paths()),
+                  for_run=lambda eng, reg: type(eng)(*reg.expert_models())),
             _Spec("mccstn", "MccSTN", "mccstn.mccstn_engine", "MccSTNEngine",
                   make=lambda cls, reg: cls(reg.config.mccstn_dir(), device=str(reg.config.torch_device()))),
             _Spec("injection", "Style injection (training-free)", "studio.injection_engine", "InjectionEngine",
@@ -74,6 +80,16 @@ class EngineRegistry:
         ]
         for key, factory in getattr(config, "extra_engines", []) or []:
             self.specs.append(_Spec(key, key, "", "", make=lambda cls, reg, f=factory: f(reg.config, reg.cache)))
+
+    def expert_model_paths(self):
+        from .models import TOY_EXPERT, TOY_GENERAL
+        return TOY_GENERAL, TOY_EXPERT
+
+    def expert_models(self):
+        """The expert engine's general and expert models from the warm cache (shared with fusion)."""
+        g, e = self.expert_model_paths()
+        general = self.cache.get(g)
+        return general, self.cache.get(e, protect=(self.cache.key(g, None, None),))
 
     def style_model_path(self):
         from .models import TOY_GENERAL
@@ -91,7 +107,7 @@ class EngineRegistry:
             eng = spec.make(cls, self)
             entry.engine = eng
             entry.label = getattr(eng, "name", spec.label) if spec.label == spec.key else spec.label
-            entry.description = getattr(eng, "description", "") or ""
+            entry.description = getattr(eng, "card", None) or getattr(eng, "description", "") or ""
             entry.controls = list(eng.controls())
             ok, why = eng.availability()
             entry.available, entry.reason = bool(ok), ("" if ok else str(why))

@@ -1,0 +1,105 @@
+"""The style-quality benchmark's pairs and measures, and each style engine on one easy pair.
+
+The engine checks are the benchmark's measures on a single, easy photo->cartoon pair (a big red
+circle with a cartoon blue square as the style), judged against the content render itself and
+against the toy world's own cartoon rendering of the same scene (an independent reference).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+
+import style_quality as sq  # noqa: E402
+from toyworld.models import DEFAULT_CARTOON, DEFAULT_GENERAL, JUDGE_PATH  # noqa: E402
+from toyworld.render import COLORS, SHAPES, SIZES, Scene, render  # noqa: E402
+
+CONTENT = Scene("red", "circle", "big", "photo", 11)
+STYLE = Scene("blue", "square", "big", "cartoon", 12)
+
+
+def test_benchmark_pairs_cover_every_content_and_take_styles_of_other_colour_and_shape():
+    prs = sq.pairs(48, sq.PAIR_SEEDS["bench"])
+    assert len(prs) == 48
+    assert {(c.color, c.shape, c.size) for c, _ in prs} == {(a, b, z) for a in COLORS for b in SHAPES for z in SIZES}
+    assert all(c.style == "photo" and s.style == "cartoon" for c, s in prs)
+    assert all(s.color != c.color and s.shape != c.shape for c, s in prs)
+
+
+def test_dev_pairs_are_not_benchmark_pairs():
+    dev = {(c, s) for c, s in sq.pairs(48, sq.PAIR_SEEDS["dev"])}
+    bench = {(c, s) for c, s in sq.pairs(48, sq.PAIR_SEEDS["bench"])}
+    assert not dev & bench
+
+
+def test_silhouette_iou_is_high_for_the_same_scene_in_either_style_and_low_for_another_scene():
+    photo = render(CONTENT)
+    cartoon_same = render(Scene(CONTENT.color, CONTENT.shape, CONTENT.size, "cartoon", CONTENT.seed))
+    other = render(Scene("red", "triangle", "small", "photo", 5))
+    assert sq.iou_shift(sq.silhouette(photo), sq.silhouette(photo))[0] == 1.0
+    assert sq.iou_shift(sq.silhouette(cartoon_same), sq.silhouette(photo))[0] > 0.7
+    assert sq.iou_shift(sq.silhouette(other), sq.silhouette(photo))[0] < 0.4
+
+
+@pytest.fixture(scope="module")
+def judge():
+    from toyworld.judge import load_judge
+    return load_judge(JUDGE_PATH)
+
+
+@pytest.fixture(scope="module")
+def runners():
+    torch.set_num_threads(1)
+    return sq.Runners(str(DEFAULT_GENERAL), str(DEFAULT_CARTOON), str(sq.MCCSTN_WEIGHTS))
+
+
+def _judge_one(judge, runners, arm):
+    kind, settings = sq.parse_arm(arm)
+    fn = runners.make(kind, settings)
+    assert fn is not None, f"{arm} unavailable"
+    img = sq.to_judge_size(fn(Image.fromarray(render(CONTENT)), Image.fromarray(render(STYLE))))
+    [row] = sq.judge_records(judge, [(CONTENT, STYLE)], [img], arm)
+    return row
+
+
+def test_expert_engine_keeps_the_subject_and_makes_it_a_cartoon(judge, runners):
+    row = _judge_one(judge, runners, "expert")
+    assert row["cartoon"] == 1 and row["shape_size_kept"] == 1 and row["color_kept"] == 1, row
+    assert row["iou"] > 0.7, row
+
+
+def test_styleid_baseline_keeps_the_silhouette_of_an_easy_pair(judge, runners):
+    row = _judge_one(judge, runners, "styleid")
+    assert row["iou"] > 0.5, row
+
+
+def test_shipped_mccstn_keeps_the_silhouette_of_an_easy_pair(judge, runners):
+    row = _judge_one(judge, runners, "mccstn")
+    assert row["iou"] > 0.5 and row["shape_kept"] == 1, row
+
+
+ARM_ENGINE = {"expert": "expert", "mccstn": "mccstn", "styleid": "injection"}
+
+
+def test_style_tab_defaults_to_the_engine_that_measures_best(tmp_path):
+    import json
+
+    from studio.config import StudioConfig
+    from studio.engines import EngineRegistry
+    from studio.gpu import WorkSlots
+
+    summary = json.loads((REPO / "bench" / "results" / "style_quality.json").read_text())["summary"]
+    scored = {arm: s["cartoon"] + s["shape_size_kept"] for arm, s in summary.items() if arm in ARM_ENGINE}
+    best = ARM_ENGINE[max(scored, key=scored.get)]
+    reg = EngineRegistry(StudioConfig(models_dir=tmp_path, device="cpu"), cache=None, slots=WorkSlots(1))
+    assert reg.default_key() == best
+    assert "toy" in reg.get(best).status_line()  # the card says where its weights came from
