@@ -66,7 +66,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("dst", help="output folder")
     ap.add_argument("--overwrite", action="store_true")
     a = ap.parse_args(argv)
-    print(export_small(a.src, a.dst, overwrite=a.overwrite))
+    import json
+    print(json.dumps(export_small(a.src, a.dst, overwrite=a.overwrite)))
     return 0
 
 
