@@ -109,3 +109,21 @@ def test_expert_engine_rejects_bad_settings_naming_the_field():
         eng.settings(strenght=0.5)
     with pytest.raises(ValueError, match="general_weight"):
         eng.settings(general_weight=-0.1)
+
+
+ARM_ENGINE = {"expert": "expert", "mccstn": "mccstn", "styleid": "injection"}
+
+
+def test_style_tab_defaults_to_the_engine_that_measures_best(tmp_path):
+    import json
+
+    from studio.config import StudioConfig
+    from studio.engines import EngineRegistry
+    from studio.gpu import WorkSlots
+
+    summary = json.loads((REPO / "bench" / "results" / "style_quality_diffusion.json").read_text())["summary"]
+    scored = {arm: s["cartoon"] + s["shape_size_kept"] for arm, s in summary.items() if arm in ARM_ENGINE}
+    best = ARM_ENGINE[max(scored, key=scored.get)]
+    reg = EngineRegistry(StudioConfig(models_dir=tmp_path, device="cpu"), cache=None, slots=WorkSlots(1))
+    assert reg.default_key() == best
+    assert "toy" in reg.get(best).status_line()  # the card says where its weights came from
