@@ -21,7 +21,7 @@ judge. Arms (``--arms``, ``NAME+field=value`` overrides a setting):
 * ``styleid-cartoon``  - the same on the cartoon expert;
 * ``expert``           - mccstn.expert_transfer (invert with the general model, sample with the
                          cartoon expert), preserve-colour on; ``expert-recolour``: off;
-* ``mccstn``           - the shipped MccSTN weights (assets/mccstn), alpha 1, preserve-colour on;
+* ``mccstn``           - MccSTN weights exported to assets/mccstn (none ship), alpha 1, preserve-colour on;
                          ``mccstn-recolour``: off.
 
     python bench/style_quality.py                  # 48 benchmark pairs -> bench/results/style_quality.*

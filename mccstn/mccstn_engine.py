@@ -24,7 +24,7 @@ from .engines import Control, StyleEngine
 
 #: where the app looks when no folder is given; override with the MCCSTN_WEIGHTS variable
 DEFAULT_WEIGHTS_DIR = "models/mccstn"
-#: the toy-world weights shipped with the project, used when DEFAULT_WEIGHTS_DIR holds none
+#: toy-world weights exported by mccstn.train_export (none ship), used when DEFAULT_WEIGHTS_DIR holds none
 SHIPPED_WEIGHTS_DIR = MCCSTN_WEIGHTS_DIR
 OFFICIAL_FILES = ("vgg_normalised.pth", "decoder.pth", "transformer.pth", "discriminator.pth")
 SAFETENSORS_NAME = "mccstn.safetensors"

@@ -92,7 +92,7 @@ class StudioConfig:
 
     def mccstn_dir(self) -> Path:
         """``--mccstn-weights``; else ``<models-dir>/mccstn`` when it holds weights; else the
-        shipped toy-world weights (assets/mccstn) when present; else ``<models-dir>/mccstn``
+        toy-world weights exported to assets/mccstn (none ship) when present; else ``<models-dir>/mccstn``
         (so the "unavailable" message names the folder to fill)."""
         if self.mccstn_weights:
             return Path(self.mccstn_weights)

@@ -11,7 +11,7 @@ Built in:
   the embedded toy general model + cartoon expert (first: it measures best in
   bench/results/style_quality.md, so it is the default).
 * ``mccstn`` - :class:`mccstn.mccstn_engine.MccSTNEngine` with weights from
-  ``--mccstn-weights`` (default ``<models-dir>/mccstn``, else the shipped ``assets/mccstn``).
+  ``--mccstn-weights`` (default ``<models-dir>/mccstn``, else ``assets/mccstn`` when weights were exported there).
 * ``injection`` - :class:`studio.injection_engine.InjectionEngine`, training-free, on the embedded toy
   general model (works out of the box). Its diffusion model comes from the app's warm model
   cache, so the fusion tab and the style tab share one copy.

@@ -191,8 +191,7 @@ def test_config_flags_and_env(monkeypatch, tmp_path):
     monkeypatch.setenv("STUDIO_MODELS_DIR", str(tmp_path))
     cfg = config_from_args(["--port", "0", "--device", "cpu", "--threads", "1"])
     assert cfg.models_dir == tmp_path and cfg.port is None and cfg.threads == 1 and cfg.preload
-    from studio.config import SHIPPED_MCCSTN_DIR
-    assert cfg.mccstn_dir() == SHIPPED_MCCSTN_DIR  # no weights in <models-dir>/mccstn: the shipped ones
+    assert cfg.mccstn_dir() == tmp_path / "mccstn"  # no weights shipped: the folder to fill is named
     assert config_from_args(["--models-dir", "/x", "--no-preload"]).models_dir == Path("/x")
 
 
