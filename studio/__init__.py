@@ -13,5 +13,8 @@ the Gradio widgets and the libraries.
   with their one-line reason, never a crash).
 * :mod:`studio.examples` - the example recipes.
 
-Nothing here imports torch, diffusers or gradio at import time.
+* :mod:`studio.ui` - the Gradio UI, one module per tab (the only part that imports gradio;
+  ``app.py`` imports it inside ``build_app``).
+
+Nothing else here imports torch, diffusers or gradio at import time.
 """

@@ -1,0 +1,164 @@
+"""The Fusion tab's handlers and events: ``/fuse`` (streamed previews, then the images and the
+saliency view), ``/stop``, ``/random_seed`` and the fusion-selection sliders. Pure glue: inputs ->
+:class:`studio.fusion_service.FuseRequest` -> the GPU calls -> outputs by component."""
+import random
+
+import gradio as gr
+
+from fusion.sampler import Cancelled
+from fusion.schedule import FusionSelection, parse_fusion_selection
+
+from .. import examples as ex
+from ..fusion_service import FuseRequest
+from ..gpu import StudioError
+from .common import AppContext, refuse, session
+from .fusion_tab import FusionTab
+from .model_picker import ModelChoices
+
+__all__ = ["FUSE_INPUTS", "fuse_request", "FusionEvents"]
+
+#: the widgets of ``/fuse``'s parameters, in the API's order (the API names ``negative`` and
+#: ``selection`` ``negative_prompt`` and ``fusion_selection``)
+FUSE_INPUTS = ("general", "expert", "general_path", "expert_path", "primary", "prompt", "prompt1", "negative",
+               "seed", "steps", "guidance", "height", "width", "selection", "mode", "general_lora", "expert_lora",
+               "general_lora_path", "expert_lora_path", "general_lora_scale", "expert_lora_scale", "sampler")
+
+
+def fuse_request(v: dict) -> FuseRequest:
+    """The request of ``/fuse``'s values by API name; a missing (None) value takes the widget's
+    default. Sizes, seed and steps are checked by the service (studio.limits)."""
+    return FuseRequest(
+        general=v["general"], expert=v["expert"], general_path_box=v["general_path"] or "",
+        expert_path_box=v["expert_path"] or "", primary=v["primary"] or "general", prompt=v["prompt"] or "",
+        prompt1=v["prompt1"] or "", negative_prompt=v["negative_prompt"] or "",
+        seed=v["seed"] if v["seed"] is not None else 0, steps=1 if v["steps"] is None else v["steps"],
+        guidance=float(v["guidance"] if v["guidance"] is not None else 7.5),
+        height=v["height"] or None, width=v["width"] or None, fusion_selection=v["fusion_selection"] or "",
+        mode=int(v["mode"] if v["mode"] is not None else 2), general_lora=v["general_lora"] or "",
+        expert_lora=v["expert_lora"] or "", general_lora_path_box=v["general_lora_path"] or "",
+        expert_lora_path_box=v["expert_lora_path"] or "", general_lora_scale=v["general_lora_scale"],
+        expert_lora_scale=v["expert_lora_scale"], sampler=v["sampler"] or "ddim")
+
+
+class FusionEvents:
+    """Handlers of the Fusion tab (bound to its components) and :meth:`wire`."""
+
+    def __init__(self, ctx: AppContext, choices: ModelChoices, tab: FusionTab):
+        self.ctx, self.choices, self.tab = ctx, choices, tab
+        self.inputs = [tab.by_name()[k] for k in FUSE_INPUTS]
+
+    # ---- /fuse --------------------------------------------------------------------------------
+    def fuse(self, general, expert, general_path, expert_path, primary, prompt, prompt1, negative_prompt, seed,
+             steps, guidance, height, width, fusion_selection, mode, general_lora="", expert_lora="",
+             general_lora_path="", expert_lora_path="", general_lora_scale=1.0, expert_lora_scale=1.0,
+             sampler="ddim", progress=gr.Progress(), request: gr.Request = None):
+        """Run a fusion; stream previews; return general, expert and fused images, the
+        before/after pair, and the saliency view of the first captured SNB step."""
+        values = {k: v for k, v in locals().items() if k not in ("self", "progress", "request")}
+        cancel = self.ctx.rt.new_cancel(session(request), "fuse")
+        progress(0, desc="loading models / waiting for a free slot")
+        try:
+            for item in self.ctx.calls.fuse(fuse_request(values), cancel):
+                if hasattr(item, "trace"):
+                    yield self.finished(item)
+                    continue
+                progress((item.step, item.total), desc="sampling", unit="steps")
+                if item.images is not None:
+                    yield self.preview(item)
+        except Cancelled:
+            raise gr.Error("Stopped.", print_exception=False)
+        except StudioError as e:
+            raise refuse(e)
+
+    def preview(self, item) -> dict:
+        """One streamed step: the decoded previews and the status line."""
+        o = self.tab.out
+        shown = {c: item.images[k] for c, k in ((o.general, "general"), (o.expert, "expert"), (o.fused, "fused"))
+                 if k in item.images}
+        status = f"Sampling: step {item.step} of {item.total} (previews: predicted final image)"
+        return {**shown, self.tab.recipe.status: status}
+
+    def finished(self, outcome) -> dict:
+        """The run's images, the before/after pair, its saliency view and summary."""
+        o, fused = self.tab.out, outcome.images["fused"]
+        return {o.general: outcome.images["general"], o.expert: outcome.images["expert"], o.fused: fused,
+                o.compare: (outcome.primary_image, fused), **self.tab.saliency.after_run(outcome),
+                self.tab.recipe.status: outcome.summary()}
+
+    def stop(self, request: gr.Request = None):
+        """Cancel this session's running fusion (the sampler stops before its next step)."""
+        return "Stopped." if self.ctx.rt.cancel(session(request), "fuse") else "Nothing was running."
+
+    def example_outputs(self) -> list:
+        o = self.tab.out
+        return [o.general, o.expert, o.fused, o.compare, self.tab.recipe.status]
+
+    def fuse_example(self, prompt, prompt1, selection, mode, primary, seed, steps, guidance):
+        """An example's final images (cached at start-up in public mode)."""
+        c, last = self.choices, {}
+        for last in self.fuse(c.default_general, c.default_expert, "", "", primary, prompt, prompt1, "", seed,
+                              steps, guidance, c.geo.native, c.geo.native, selection, mode):
+            pass
+        return [last.get(k) for k in self.example_outputs()]
+
+    # ---- seed and fusion selection ------------------------------------------------------------
+    @staticmethod
+    def random_seed():
+        return random.randrange(0, 2 ** 31 - 1)
+
+    def selection_from_sliders(self, v1, kg, ke):
+        try:
+            return str(FusionSelection(int(v1), float(kg), float(ke)))
+        except ValueError as e:
+            raise refuse(e)
+
+    def sliders_from_selection(self, text):
+        try:
+            sel = parse_fusion_selection((text or "").strip())
+        except ValueError as e:
+            raise refuse(e)
+        r = self.tab.recipe
+        return {r.v1: sel.v1, r.kg: sel.kg, r.ke: sel.ke, r.selection: str(sel)}
+
+    def sliders_follow_selection(self, text):
+        """Quietly move the sliders to a valid string (examples, typing); ignore partial ones."""
+        try:
+            sel = parse_fusion_selection((text or "").strip())
+        except ValueError:
+            return gr.skip()
+        r = self.tab.recipe
+        return {r.v1: sel.v1, r.kg: sel.kg, r.ke: sel.ke}
+
+    # ---- layout parts that need the handlers, and events --------------------------------------
+    def examples(self):
+        """The reference's two recipes (inside the open tab)."""
+        r, lim = self.tab.recipe, self.ctx.policy.limits
+        rows = [[e.prompt, e.prompt1, e.fusion_selection, e.mode, e.primary, e.seed,
+                 min(e.steps, lim.max_steps) if self.ctx.public else e.steps, e.guidance] for e in ex.FUSION_EXAMPLES]
+        gr.Examples(examples=rows, example_labels=[e.title for e in ex.FUSION_EXAMPLES],
+                    inputs=[r.prompt, r.prompt1, r.selection, r.mode, self.tab.picker.primary, r.seed, r.steps, r.guidance],
+                    label="The reference's two recipes in the toy world (click one, then Fuse)",
+                    **self.ctx.example_cache(lambda *a: self.fuse_example(*a), self.example_outputs()))
+
+    def fuse_outputs(self) -> list:
+        o, v = self.tab.out, self.tab.saliency
+        return [o.general, o.expert, o.fused, o.compare, v.primary, v.secondary, v.mask, v.plot, v.step, v.caption,
+                self.tab.recipe.status, v.state]
+
+    def wire(self):
+        r, outputs = self.tab.recipe, self.fuse_outputs()
+        run = dict(**self.ctx.gpu_event(), show_progress="minimal", show_progress_on=[r.status])
+        fuse_evt = r.run.click(self.fuse, self.inputs, outputs, api_name="fuse", **run)
+        r.prompt.submit(self.fuse, self.inputs, outputs, api_name="fuse_on_enter", api_visibility="undocumented",
+                        **run)
+        r.stop.click(self.stop, None, r.status, api_name="stop", cancels=[fuse_evt], queue=False)
+        self.tab.saliency.wire()
+        r.dice.click(self.random_seed, None, r.seed, api_name="random_seed", queue=False)
+        quiet = dict(show_progress="hidden", queue=False)
+        sliders = [r.v1, r.kg, r.ke]
+        gr.on([r.v1.input, r.kg.input, r.ke.input], self.selection_from_sliders, sliders, r.selection,
+              api_name="selection_from_sliders", trigger_mode="always_last", **quiet)
+        r.selection.submit(self.sliders_from_selection, r.selection, sliders + [r.selection],
+                           api_name="sliders_from_selection", **quiet)
+        r.selection.change(self.sliders_follow_selection, r.selection, sliders, api_name="sliders_follow_selection",
+                           api_visibility="undocumented", trigger_mode="always_last", **quiet)
