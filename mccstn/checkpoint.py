@@ -30,7 +30,7 @@ from typing import Mapping, Optional, Union
 import torch
 from torch import nn
 
-from .network import DECODER_CONVS, ENCODER_CONVS
+from .network import DECODER_CONVS, ENCODER_CONVS, Widths
 
 PathLike = Union[str, os.PathLike]
 
@@ -93,10 +93,39 @@ def _build_key_maps() -> dict[str, "OrderedDict[str, str]"]:
 KEY_MAPS = _build_key_maps()
 
 
+def key_map(component: str, module: nn.Module) -> "OrderedDict[str, str]":
+    """:data:`KEY_MAPS` restricted to the tensors ``module`` has (an encoder built without
+    conv5_2..conv5_4 has no keys ``45.*`` .. ``51.*``)."""
+    own = module.state_dict()
+    return OrderedDict((off, ours) for off, ours in KEY_MAPS[component].items() if ours in own)
+
+
 def expected_shapes(component: str, module: nn.Module) -> "OrderedDict[str, tuple[int, ...]]":
     """Official key -> shape for ``component``, read from a module of our architecture."""
     own = module.state_dict()
-    return OrderedDict((off, tuple(own[ours].shape)) for off, ours in KEY_MAPS[component].items())
+    return OrderedDict((off, tuple(own[ours].shape)) for off, ours in key_map(component, module).items())
+
+
+def widths_from_official(parts: Mapping[str, Mapping[str, torch.Tensor]]) -> Widths:
+    """The :class:`~mccstn.network.Widths` of official-layout state dicts (component -> dict).
+
+    Read from the output channels of conv1_1 / conv2_1 / conv3_1 / conv4_1 / conv5_1 (official
+    keys ``2``, ``9``, ``16``, ``29``, ``42``) and of the discriminator's first branch; the
+    presence of ``45.weight`` says whether conv5_2..conv5_4 are there. Every other shape is then
+    checked strictly when the tensors are loaded. Missing keys give the full-width defaults (the
+    strict loader then names what is missing).
+    """
+    enc, dis = parts.get("encoder", {}), parts.get("discriminator", {})
+    full = Widths()
+
+    def out_ch(state, key, default):
+        t = state.get(key)
+        return int(t.shape[0]) if isinstance(t, torch.Tensor) and t.dim() == 4 else default
+
+    stages = tuple(out_ch(enc, f"{i}.weight", d) for i, d in zip((2, 9, 16, 29, 42), full.stages))
+    disc = tuple(out_ch(dis, f"models.0.{i}.weight", d)
+                 for i, d in zip((0, 2, 5, 8), full.discriminator))
+    return Widths(stages, disc, conv5_tail="45.weight" in enc or not enc)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -145,7 +174,7 @@ def convert_official(component: str, state: Mapping[str, torch.Tensor], module: 
     ``source`` names the file (and section) in error messages. Raises :class:`CheckpointError`
     on missing, unexpected or mis-shaped keys and on non-floating tensors.
     """
-    kmap = KEY_MAPS[component]
+    kmap = key_map(component, module)
     shapes = expected_shapes(component, module)
     fname = OFFICIAL_FILES[component]
     missing = [k for k in kmap if k not in state]
@@ -192,7 +221,7 @@ def to_official(component: str, module: nn.Module) -> "OrderedDict[str, torch.Te
     """``module``'s weights as an official-layout state dict (CPU, float32, contiguous)."""
     own = module.state_dict()
     return OrderedDict((off, own[ours].detach().to("cpu", torch.float32).contiguous().clone())
-                       for off, ours in KEY_MAPS[component].items())
+                       for off, ours in key_map(component, module).items())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -224,20 +253,40 @@ def find_weights(folder: PathLike) -> tuple[Optional[str], str]:
                   f"discriminator.pth or one {SAFETENSORS_NAME} there)")
 
 
-def load_folder(modules: Mapping[str, nn.Module], folder: PathLike) -> str:
-    """Load all four components from a folder (four .pth files) or a .safetensors file.
+def read_folder(folder: PathLike) -> tuple[str, dict[str, "OrderedDict[str, torch.Tensor]"]]:
+    """Read a folder (four .pth files) or a .safetensors file into official-layout state dicts.
 
-    A ``mccstn.safetensors`` in the folder is preferred over the .pth files (safer format).
-    Returns the path that was read. Raises :class:`CheckpointError` if nothing usable is there.
+    Returns (the path that was read, component -> state dict). A ``mccstn.safetensors`` in the
+    folder is preferred over the .pth files (safer format). Raises :class:`CheckpointError` if
+    nothing usable is there.
     """
     kind, where = find_weights(folder)
     if kind is None:
         raise CheckpointError(where)
     if kind == "safetensors":
-        load_safetensors(modules, where)
-    else:
-        for comp, fname in OFFICIAL_FILES.items():
-            load_official_component(modules[comp], comp, Path(where) / fname)
+        return where, read_safetensors(where)
+    return where, {comp: torch_load_state_dict(Path(where) / fname) for comp, fname in OFFICIAL_FILES.items()}
+
+
+def load_parts(modules: Mapping[str, nn.Module], parts: Mapping[str, Mapping[str, torch.Tensor]],
+               where: str) -> None:
+    """Strictly load official-layout state dicts (from :func:`read_folder`) into the modules."""
+    def source(comp):
+        if where.endswith(".safetensors"):
+            return f"{where} [{SAFETENSORS_PREFIX[comp]}.*]"
+        return str(Path(where) / OFFICIAL_FILES[comp])
+
+    converted = {comp: convert_official(comp, parts[comp], modules[comp], source(comp))
+                 for comp in OFFICIAL_FILES}
+    for comp, sd in converted.items():
+        _load_into(modules[comp], sd)
+
+
+def load_folder(modules: Mapping[str, nn.Module], folder: PathLike) -> str:
+    """Load all four components from a folder (four .pth files) or a .safetensors file into
+    modules of matching widths. Returns the path that was read (see :func:`read_folder`)."""
+    where, parts = read_folder(folder)
+    load_parts(modules, parts, where)
     return where
 
 
@@ -306,12 +355,7 @@ def read_safetensors(path: PathLike) -> dict[str, "OrderedDict[str, torch.Tensor
 
 def load_safetensors(modules: Mapping[str, nn.Module], path: PathLike) -> None:
     """Strictly load a MccSTN safetensors file into the four component modules."""
-    parts = read_safetensors(path)
-    converted = {comp: convert_official(comp, parts[comp], modules[comp],
-                                        f"{path} [{SAFETENSORS_PREFIX[comp]}.*]")
-                 for comp in OFFICIAL_FILES}
-    for comp, sd in converted.items():
-        _load_into(modules[comp], sd)
+    load_parts(modules, read_safetensors(path), str(path))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -358,6 +402,19 @@ def torchvision_vgg19_to_encoder(state: Mapping[str, torch.Tensor], encoder: nn.
     if extra:
         raise CheckpointError(f"{source}: unexpected key {extra[0]!r} for a torchvision vgg19 state dict")
     return out
+
+
+def encoder_init_widths(path: PathLike) -> Widths:
+    """The network widths a training run on the encoder file ``path`` gets: the encoder's own
+    (read from ``vgg_normalised.pth`` keys; a torchvision VGG-19 is full width), the fusion and
+    decoder following it, the discriminator scaled like relu4_1 (full: 64, 128, 256, 512)."""
+    state = torch_load_state_dict(path)
+    if any(k.startswith("features.") or k.startswith("module.features.") for k in state):
+        return Widths()
+    w = widths_from_official({"encoder": state})
+    c = w.stages[3]
+    disc = (max(1, c // 8), max(1, c // 4), max(1, c // 2), c)
+    return Widths(w.stages, disc, w.conv5_tail)
 
 
 def load_encoder_init(encoder: nn.Module, path: PathLike) -> str:

@@ -35,16 +35,18 @@ class StyleProjector(nn.Module):
     """Per-layer style codes -> unit vectors (one head per selected encoder layer)."""
 
     def __init__(self, layers: Sequence[int] = (0, 1, 2, 3), hidden: int = 1024,
-                 hidden2: int = 2048, dim: int = 2048) -> None:
+                 hidden2: int = 2048, dim: int = 2048,
+                 widths: Sequence[int] = FEATURE_WIDTHS) -> None:
+        """``widths``: channels of relu1_1..relu5_1 (the encoder's ``Widths.stages``)."""
         super().__init__()
         self.layers = tuple(int(i) for i in layers)
-        if not self.layers or any(i < 0 or i >= len(FEATURE_WIDTHS) for i in self.layers):
+        if not self.layers or any(i < 0 or i >= len(widths) for i in self.layers):
             raise ValueError(f"layers must be indices into relu1_1..relu5_1 (0-4), got {layers}")
         self.dim = dim
         self.squeeze = nn.ModuleList(
-            nn.Conv2d(2 * FEATURE_WIDTHS[i], FEATURE_WIDTHS[i], 1) for i in self.layers)
+            nn.Conv2d(2 * widths[i], widths[i], 1) for i in self.layers)
         self.mlps = nn.ModuleList(
-            nn.Sequential(nn.Linear(FEATURE_WIDTHS[i], hidden), nn.ReLU(True),
+            nn.Sequential(nn.Linear(widths[i], hidden), nn.ReLU(True),
                           nn.Linear(hidden, hidden2), nn.ReLU(True), nn.Linear(hidden2, dim))
             for i in self.layers)
         for m in self.modules():  # CAST's init_net('normal', 0.02)

@@ -20,6 +20,7 @@ does the colour normalisation.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
@@ -63,26 +64,84 @@ def _reflect_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 # encoder
 # ----------------------------------------------------------------------------------------------
-#: (our name, index in the official ``vgg_normalised.pth`` nn.Sequential, in, out, kernel)
-ENCODER_CONVS: tuple[tuple[str, int, int, int, int], ...] = (
-    ("color", 0, 3, 3, 1),
-    ("conv1_1", 2, 3, 64, 3),
-    ("conv1_2", 5, 64, 64, 3),
-    ("conv2_1", 9, 64, 128, 3),
-    ("conv2_2", 12, 128, 128, 3),
-    ("conv3_1", 16, 128, 256, 3),
-    ("conv3_2", 19, 256, 256, 3),
-    ("conv3_3", 22, 256, 256, 3),
-    ("conv3_4", 25, 256, 256, 3),
-    ("conv4_1", 29, 256, 512, 3),
-    ("conv4_2", 32, 512, 512, 3),
-    ("conv4_3", 35, 512, 512, 3),
-    ("conv4_4", 38, 512, 512, 3),
-    ("conv5_1", 42, 512, 512, 3),
-    ("conv5_2", 45, 512, 512, 3),
-    ("conv5_3", 48, 512, 512, 3),
-    ("conv5_4", 51, 512, 512, 3),
+@dataclass(frozen=True)
+class Widths:
+    """Channel widths of the whole network (defaults: the published full-width layout).
+
+    ``stages``: output channels of the encoder's five VGG stages (conv1_x .. conv5_x); the
+    fusion module works at ``stages[3]`` channels (relu4_1), which must equal ``stages[4]``
+    (the relu5_1 branch is added to it); the decoder mirrors stages 1-4. ``discriminator``: the
+    four 4x4 convs of each branch; the last equals the fusion width (the aesthetic map enters
+    the C->C channel-attention query). ``conv5_tail``: whether conv5_2..conv5_4 (part of the
+    official file, never used) exist. A VGG-19-*shaped* narrow network (e.g. every width / 4)
+    has the same layers, keys and pooling; :func:`widths_from_official` reads the widths from a
+    checkpoint so a real full-width ``vgg_normalised.pth`` still loads unchanged.
+    """
+
+    stages: tuple[int, int, int, int, int] = (64, 128, 256, 512, 512)
+    discriminator: tuple[int, int, int, int] = (64, 128, 256, 512)
+    conv5_tail: bool = True
+
+    @classmethod
+    def divided(cls, divisor: int, conv5_tail: bool = True) -> "Widths":
+        """Every width of the full network divided by ``divisor`` (at least 1 channel)."""
+        if divisor < 1:
+            raise ValueError(f"width divisor must be >= 1, got {divisor}")
+        full = cls()
+        return cls(tuple(max(1, w // divisor) for w in full.stages),
+                   tuple(max(1, w // divisor) for w in full.discriminator), conv5_tail)
+
+    @property
+    def channels(self) -> int:
+        """Width of the relu4_1 / relu5_1 features the fusion module works on."""
+        return self.stages[3]
+
+    def check(self) -> None:
+        if any(w < 1 for w in self.stages + self.discriminator):
+            raise ValueError(f"widths must be >= 1: {self}")
+        if self.stages[3] != self.stages[4]:
+            raise ValueError(f"relu4_1 and relu5_1 widths must match, got {self.stages}")
+        if self.discriminator[3] != self.stages[3]:
+            raise ValueError(f"the discriminator's last width {self.discriminator[3]} must equal "
+                             f"the fusion width {self.stages[3]}")
+
+
+FULL_WIDTHS = Widths()
+
+#: (our name, index in the official ``vgg_normalised.pth`` nn.Sequential, stage of its input
+#: (0 = RGB), stage of its output, kernel)
+_ENCODER_LAYOUT: tuple[tuple[str, int, int, int, int], ...] = (
+    ("color", 0, 0, 0, 1),
+    ("conv1_1", 2, 0, 1, 3),
+    ("conv1_2", 5, 1, 1, 3),
+    ("conv2_1", 9, 1, 2, 3),
+    ("conv2_2", 12, 2, 2, 3),
+    ("conv3_1", 16, 2, 3, 3),
+    ("conv3_2", 19, 3, 3, 3),
+    ("conv3_3", 22, 3, 3, 3),
+    ("conv3_4", 25, 3, 3, 3),
+    ("conv4_1", 29, 3, 4, 3),
+    ("conv4_2", 32, 4, 4, 3),
+    ("conv4_3", 35, 4, 4, 3),
+    ("conv4_4", 38, 4, 4, 3),
+    ("conv5_1", 42, 4, 5, 3),
+    ("conv5_2", 45, 5, 5, 3),
+    ("conv5_3", 48, 5, 5, 3),
+    ("conv5_4", 51, 5, 5, 3),
 )
+#: conv5_2 .. conv5_4: in the official file, never used by MccSTN (features end at relu5_1)
+UNUSED_ENCODER_CONVS = ("conv5_2", "conv5_3", "conv5_4")
+
+
+def encoder_convs(widths: Widths = FULL_WIDTHS) -> tuple[tuple[str, int, int, int, int], ...]:
+    """(our name, official index, in, out, kernel) of every encoder conv for ``widths``."""
+    w = (3,) + tuple(widths.stages)
+    return tuple((name, idx, w[a], w[b], k) for name, idx, a, b, k in _ENCODER_LAYOUT
+                 if widths.conv5_tail or name not in UNUSED_ENCODER_CONVS)
+
+
+#: the full-width layout of the official file: (our name, index, in, out, kernel)
+ENCODER_CONVS = encoder_convs()
 
 #: the five slices; "pool" is a 2x2 max-pool with ceil_mode. Each slice ends at reluN_1.
 ENCODER_SLICES: tuple[tuple[str, ...], ...] = (
@@ -93,8 +152,8 @@ ENCODER_SLICES: tuple[tuple[str, ...], ...] = (
     ("conv4_2", "conv4_3", "conv4_4", "pool", "conv5_1"),        # -> relu5_1
 )
 FEATURE_NAMES = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-FEATURE_WIDTHS = (64, 128, 256, 512, 512)
-
+#: feature widths of the full-width network (``Widths.stages`` in general)
+FEATURE_WIDTHS = FULL_WIDTHS.stages
 
 class Encoder(nn.Module):
     """Frozen normalised VGG-19, evaluated in five slices ending at relu1_1 ... relu5_1.
@@ -102,13 +161,15 @@ class Encoder(nn.Module):
     ``color`` is the 1x1 colour conv (3->3, no activation) that maps [0,1] RGB to what the
     following convs expect; every 3x3 conv is reflection-padded and followed by ReLU; the
     max-pools use ``ceil_mode`` so an H x W image gives relu4_1 at ceil(H/8) x ceil(W/8).
-    conv5_2 .. conv5_4 are part of the official file but never used (kept so it loads strictly).
+    conv5_2 .. conv5_4 are part of the official file but never used (built only when
+    ``widths.conv5_tail``, so that file loads strictly; shipped toy weights drop them).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, widths: Widths = FULL_WIDTHS) -> None:
         super().__init__()
+        self.widths = widths
         self.convs = nn.ModuleDict(
-            {name: nn.Conv2d(cin, cout, k) for name, _, cin, cout, k in ENCODER_CONVS})
+            {name: nn.Conv2d(cin, cout, k) for name, _, cin, cout, k in encoder_convs(widths)})
 
     def forward(self, x: torch.Tensor, depth: int = 5) -> list[torch.Tensor]:
         """Features relu1_1 .. relu{depth}_1 of ``x`` (a list of ``depth`` tensors)."""
@@ -144,9 +205,9 @@ def encoder_size_problem(h: int, w: int) -> Optional[str]:
 class _DiscriminatorBranch(nn.Module):
     """Four 4x4 stride-2 convs (3->64->128->256->512); instance norm on all but the first."""
 
-    def __init__(self, in_channels: int = 3) -> None:
+    def __init__(self, in_channels: int = 3, widths: Sequence[int] = (64, 128, 256, 512)) -> None:
         super().__init__()
-        widths = (in_channels, 64, 128, 256, 512)
+        widths = (in_channels,) + tuple(widths)
         self.convs = nn.ModuleList(
             nn.Conv2d(widths[i], widths[i + 1], 4, stride=2, padding=1) for i in range(4))
 
@@ -170,10 +231,11 @@ class AestheticDiscriminator(nn.Module):
 
     num_scales = 3
 
-    def __init__(self, in_channels: int = 3) -> None:
+    def __init__(self, in_channels: int = 3, widths: Sequence[int] = (64, 128, 256, 512)) -> None:
         super().__init__()
-        self.branches = nn.ModuleList(_DiscriminatorBranch(in_channels) for _ in range(self.num_scales))
-        self.heads = nn.ModuleList(nn.Conv2d(512, 1, 3, padding=1) for _ in range(self.num_scales))
+        self.branches = nn.ModuleList(_DiscriminatorBranch(in_channels, widths)
+                                      for _ in range(self.num_scales))
+        self.heads = nn.ModuleList(nn.Conv2d(widths[-1], 1, 3, padding=1) for _ in range(self.num_scales))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         feats, scores = [], []
@@ -311,18 +373,29 @@ class StyleFusion(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # decoder
 # ----------------------------------------------------------------------------------------------
-#: (index in the official ``decoder.pth`` nn.Sequential, in, out, upsample x2 after this conv)
-DECODER_CONVS: tuple[tuple[int, int, int, bool], ...] = (
-    (1, 512, 256, True),
-    (5, 256, 256, False),
-    (8, 256, 256, False),
-    (11, 256, 256, False),
-    (14, 256, 128, True),
-    (18, 128, 128, False),
-    (21, 128, 64, True),
-    (25, 64, 64, False),
-    (28, 64, 3, False),
+#: (index in the official ``decoder.pth`` nn.Sequential, encoder stage of its input, of its
+#: output (0 = RGB), upsample x2 after this conv)
+_DECODER_LAYOUT: tuple[tuple[int, int, int, bool], ...] = (
+    (1, 4, 3, True),
+    (5, 3, 3, False),
+    (8, 3, 3, False),
+    (11, 3, 3, False),
+    (14, 3, 2, True),
+    (18, 2, 2, False),
+    (21, 2, 1, True),
+    (25, 1, 1, False),
+    (28, 1, 0, False),
 )
+
+
+def decoder_convs(widths: Widths = FULL_WIDTHS) -> tuple[tuple[int, int, int, bool], ...]:
+    """(official index, in, out, upsample) of every decoder conv; widths mirror the encoder."""
+    w = (3,) + tuple(widths.stages)
+    return tuple((idx, w[a], w[b], up) for idx, a, b, up in _DECODER_LAYOUT)
+
+
+#: the full-width layout of the official file
+DECODER_CONVS = decoder_convs()
 
 
 class Decoder(nn.Module):
@@ -332,13 +405,14 @@ class Decoder(nn.Module):
     (the result is clamped to [0, 1] only when converted to an image).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, widths: Widths = FULL_WIDTHS) -> None:
         super().__init__()
-        self.convs = nn.ModuleList(nn.Conv2d(cin, cout, 3) for _, cin, cout, _ in DECODER_CONVS)
+        self.layout = decoder_convs(widths)
+        self.convs = nn.ModuleList(nn.Conv2d(cin, cout, 3) for _, cin, cout, _ in self.layout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         last = len(self.convs) - 1
-        for i, (conv, (_, _, _, up)) in enumerate(zip(self.convs, DECODER_CONVS)):
+        for i, (conv, (_, _, _, up)) in enumerate(zip(self.convs, self.layout)):
             x = _reflect_conv(conv, x)
             if i < last:
                 x = F.relu(x)
@@ -347,10 +421,11 @@ class Decoder(nn.Module):
         return x
 
 
-def build_components() -> dict[str, nn.Module]:
+def build_components(widths: Widths = FULL_WIDTHS) -> dict[str, nn.Module]:
     """Fresh, randomly initialised encoder / discriminator / fusion / decoder modules."""
-    return {"encoder": Encoder(), "discriminator": AestheticDiscriminator(),
-            "fusion": StyleFusion(), "decoder": Decoder()}
+    widths.check()
+    return {"encoder": Encoder(widths), "discriminator": AestheticDiscriminator(widths=widths.discriminator),
+            "fusion": StyleFusion(widths.channels), "decoder": Decoder(widths)}
 
 
 def count_parameters(modules: Sequence[nn.Module]) -> int:

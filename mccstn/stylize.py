@@ -31,7 +31,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import nn
 
 from . import checkpoint as ckpt
-from .network import (AestheticDiscriminator, Decoder, Encoder, StyleFusion,
+from .network import (FULL_WIDTHS, AestheticDiscriminator, Decoder, Encoder, StyleFusion, Widths,
                       discriminator_size_problem, encoder_size_problem)
 
 ImageLike = Union[str, os.PathLike, Image.Image]
@@ -176,12 +176,14 @@ class MccSTN(nn.Module):
     ``decoder``. Build with :meth:`from_pretrained`; a bare ``MccSTN()`` has random weights.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, widths: Widths = FULL_WIDTHS) -> None:
         super().__init__()
-        self.encoder = Encoder()
-        self.discriminator = AestheticDiscriminator()
-        self.fusion = StyleFusion()
-        self.decoder = Decoder()
+        widths.check()
+        self.widths = widths
+        self.encoder = Encoder(widths)
+        self.discriminator = AestheticDiscriminator(widths=widths.discriminator)
+        self.fusion = StyleFusion(widths.channels)
+        self.decoder = Decoder(widths)
         self.source: Optional[str] = None
         for p in self.encoder.parameters():
             p.requires_grad_(False)
@@ -192,11 +194,11 @@ class MccSTN(nn.Module):
                 "fusion": self.fusion, "discriminator": self.discriminator}
 
     @classmethod
-    def _uninitialised(cls) -> "MccSTN":
+    def _uninitialised(cls, widths: Widths = FULL_WIDTHS) -> "MccSTN":
         """A model on the meta device: the strict loaders assign every tensor, so the random
         init (and a copy) is skipped."""
         with torch.device("meta"):
-            return cls()
+            return cls(widths)
 
     @classmethod
     def from_pretrained(cls, folder: Union[str, os.PathLike], device=None) -> "MccSTN":
@@ -207,8 +209,10 @@ class MccSTN(nn.Module):
         ``device``: None = CUDA if available else CPU. Raises
         :class:`mccstn.checkpoint.CheckpointError` naming the file and key on any mismatch.
         """
-        model = cls._uninitialised()
-        model.source = ckpt.load_folder(model.components(), folder)
+        where, parts = ckpt.read_folder(folder)
+        model = cls._uninitialised(ckpt.widths_from_official(parts))
+        ckpt.load_parts(model.components(), parts, where)
+        model.source = where
         model.eval()
         return model.to(_default_device() if device is None else torch.device(device))
 
@@ -218,10 +222,12 @@ class MccSTN(nn.Module):
                    device=None) -> "MccSTN":
         """Load the four official files from explicit paths (the reference script's
         ``--vgg --decoder --transform --discriminator`` options)."""
-        model = cls._uninitialised()
-        for comp, path in (("encoder", vgg), ("decoder", decoder), ("fusion", transform),
-                           ("discriminator", discriminator)):
-            ckpt.load_official_component(model.components()[comp], comp, path)
+        paths = {"encoder": vgg, "decoder": decoder, "fusion": transform, "discriminator": discriminator}
+        parts = {comp: ckpt.torch_load_state_dict(p) for comp, p in paths.items()}
+        model = cls._uninitialised(ckpt.widths_from_official(parts))
+        for comp, path in paths.items():
+            ckpt._load_into(model.components()[comp],
+                            ckpt.convert_official(comp, parts[comp], model.components()[comp], str(path)))
         model.source = str(Path(decoder).parent)
         model.eval()
         return model.to(_default_device() if device is None else torch.device(device))

@@ -47,7 +47,13 @@ from .train_data import ImageFolderDataset, _infinite_loader, list_images  # noq
 from .train_plots import (LOSS_COLUMNS, plot_loss_curves, read_loss_csv, save_grid,  # noqa: F401  (re-exported)
                           write_toy_images)
 
-CSV_COLUMNS = ("iter", "stage", "lr") + LOSS_COLUMNS + ("seconds",)
+#: stage 0 = identity warm-up; out_std = mean per-image pixel std of the iteration's output
+#: (the stylised batch; the content reconstruction in warm-up): ~0 means a flat image
+CSV_COLUMNS = ("iter", "stage", "lr") + LOSS_COLUMNS + ("out_std", "seconds")
+
+
+def _pixel_std(x: torch.Tensor) -> float:
+    return float(x.detach().clamp(0, 1).flatten(1).std(dim=1).mean())
 
 
 def _f(default, help_text, **kw):
@@ -92,6 +98,10 @@ class TrainConfig:
     save_every: int = _f(10000, "checkpoint interval (iterations); the last iteration is always saved")
     sample_every: int = _f(500, "sample-grid interval (0: never)")
     seed: int = _f(0, "random seed")
+    warmup_iters: int = _f(0, "first iterations train the decoder on the identity loss alone (reconstruction "
+                              "before the style losses dominate; 0: none, the public recipe)")
+    clip_grad_norm: float = _f(0.0, "clip the generator's gradient norm to this (0: no clipping)")
+    threads: int = _f(0, "torch CPU threads (0: leave as is)")
     device: str = _f("auto", "auto | cpu | cuda | cuda:N")
     num_workers: int = _f(2, "data-loading worker processes (0: load in the main process)")
     resume: bool = _f(False, "continue from OUT/train_state.pt")
@@ -160,11 +170,15 @@ class Trainer:
         self.cfg = cfg
         self.device = _resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
-        if cfg.init_from:
-            self.model = MccSTN._uninitialised()  # every tensor comes from the folder
-            self.model.source = ckpt.load_folder(self.model.components(), cfg.init_from)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        if cfg.init_from:  # every tensor comes from the folder; widths read from it
+            where, parts = ckpt.read_folder(cfg.init_from)
+            self.model = MccSTN._uninitialised(ckpt.widths_from_official(parts))
+            ckpt.load_parts(self.model.components(), parts, where)
+            self.model.source = where
         else:  # PyTorch's default init for the trained parts; the encoder is loaded below
-            self.model = MccSTN()
+            self.model = MccSTN(ckpt.encoder_init_widths(cfg.vgg))
         if cfg.vgg:
             self.encoder_kind = ckpt.load_encoder_init(self.model.encoder, cfg.vgg)
         else:
@@ -173,7 +187,8 @@ class Trainer:
         self.model.encoder.eval()
         _set_requires_grad(self.model.encoder, False)
         layers = cfg.layers()
-        self.projector = StyleProjector(layers, cfg.proj_hidden, cfg.proj_hidden2, cfg.proj_dim).to(self.device)
+        self.projector = StyleProjector(layers, cfg.proj_hidden, cfg.proj_hidden2, cfg.proj_dim,
+                                        widths=self.model.widths.stages).to(self.device)
         self.nce = QueueInfoNCE(len(layers), cfg.proj_dim, cfg.nce_queue, cfg.nce_temperature,
                                 generator=torch.Generator().manual_seed(cfg.seed + 1)).to(self.device)
         gen_params = list(self.model.fusion.parameters()) + list(self.model.decoder.parameters())
@@ -224,6 +239,8 @@ class Trainer:
         stage2 = self.in_stage2(i)
         content, style = content.to(self.device), style.to(self.device)
         m.fusion.train(), m.decoder.train(), m.discriminator.train(), self.projector.train()
+        if i < cfg.warmup_iters:
+            return self._warmup_step(content, style, lr)
 
         with torch.no_grad():
             c_feats = m.encoder(content)
@@ -272,9 +289,7 @@ class Trainer:
         l_nce_g = self.generator_nce(out, style) if cfg.nce_g_weight > 0 else zero
         total = (total + cfg.content_weight * l_c + cfg.style_weight * l_s + cfg.gan_weight * l_gan_g
                  + cfg.nce_g_weight * l_nce_g)
-        self.opt_g.zero_grad(set_to_none=True)
-        total.backward()
-        self.opt_g.step()
+        self._generator_update(total)
         _set_requires_grad(m.discriminator, True)
         _set_requires_grad(self.projector, True)
 
@@ -291,7 +306,33 @@ class Trainer:
             vals["loss_nce_g"] = l_nce_g
         # losses that this stage does not compute are None (an empty cell in losses.csv)
         row = {k: (float(vals[k].detach()) if k in vals else None) for k in LOSS_COLUMNS}
-        row.update(iter=self.iteration, stage=2 if stage2 else 1, lr=lr)
+        row.update(iter=self.iteration, stage=2 if stage2 else 1, lr=lr, out_std=_pixel_std(out))
+        return row
+
+    def _generator_update(self, total: torch.Tensor) -> None:
+        self.opt_g.zero_grad(set_to_none=True)
+        total.backward()
+        if self.cfg.clip_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.generator_parameters(), self.cfg.clip_grad_norm)
+        self.opt_g.step()
+
+    def _warmup_step(self, content: torch.Tensor, style: torch.Tensor, lr: float) -> dict:
+        """Identity loss alone (both identity paths, stage-I form): the decoder learns to
+        reconstruct first, so the later style/adversarial terms start from a non-flat output."""
+        cfg, m = self.cfg, self.model
+        with torch.no_grad():
+            c_feats, s_feats = m.encoder(content), m.encoder(style)
+        i_cc = m.decoder(m.fusion(c_feats[3], c_feats[3], c_feats[4], c_feats[4]))
+        i_ss = m.decoder(m.fusion(s_feats[3], s_feats[3], s_feats[4], s_feats[4]))
+        l_id = (reconstruction_loss(i_cc, content, m.encoder(i_cc), c_feats, cfg.identity_pixel_factor)
+                + reconstruction_loss(i_ss, style, m.encoder(i_ss), s_feats, cfg.identity_pixel_factor))
+        total = cfg.identity_weight * l_id
+        self._generator_update(total)
+        self.iteration += 1
+        self.last_batch = (content.detach(), style.detach(), i_cc.detach())
+        row = {k: None for k in LOSS_COLUMNS}
+        row.update(loss_identity=float(l_id.detach()), loss_total=float(total.detach()),
+                   iter=self.iteration, stage=0, lr=lr, out_std=_pixel_std(i_cc))
         return row
 
     # -- state -----------------------------------------------------------------------------
@@ -407,8 +448,8 @@ def train(cfg: TrainConfig) -> dict:
             n = trainer.iteration
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(c=f"{row['loss_content']:.2f}", s=f"{row['loss_style']:.2f}",
-                                g=f"{row['loss_total']:.1f}", d=f"{row['loss_gan_d']:.2f}")
+                bar.set_postfix({k[5:]: f"{row[k]:.3g}" for k in ("loss_content", "loss_style",
+                                 "loss_identity", "loss_total") if row[k] is not None}, std=f"{row['out_std']:.3f}")
             if cfg.sample_every and n % cfg.sample_every == 0:
                 trainer.save_samples(out / "samples" / f"iter_{n:06d}.png")
             out_of_time = bool(cfg.max_seconds) and time.time() - t0 >= cfg.max_seconds

@@ -55,3 +55,26 @@ def _infinite_loader(ds, batch_size, num_workers, seed):
                                          num_workers=num_workers, drop_last=True,
                                          generator=g, persistent_workers=num_workers > 0)
     return iter(loader)
+
+
+def write_toy_renders(folder: str, n: int, style: str, seed: int, size: int = 0) -> list[str]:
+    """Write ``n`` toy-world renders of one style ("photo" or "cartoon") as PNGs under ``folder``.
+
+    Scenes are drawn by :func:`toyworld.data.scenes_for` (every colour, shape and size) with
+    ``seed``; ``size`` > 0 resizes the 64 px renders (bicubic, as the style benchmark enlarges
+    them). These are MccSTN's toy training sets: photo renders as content, cartoon as style.
+    """
+    from toyworld.data import render_many, scenes_for
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    imgs = render_many(scenes_for(n, seed, style), workers=1)
+    paths = []
+    for i, arr in enumerate(imgs):
+        im = Image.fromarray(arr)
+        if size and im.size != (size, size):
+            im = im.resize((size, size), Image.BICUBIC)
+        p = out / f"{style}_{seed}_{i:05d}.png"
+        im.save(p)
+        paths.append(str(p))
+    return paths

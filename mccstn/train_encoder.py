@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoint as ckpt
-from .network import ENCODER_CONVS, ENCODER_SLICES, FEATURE_WIDTHS, Encoder, channel_mean_std
+from .network import ENCODER_SLICES, Encoder, Widths, channel_mean_std
 
 ENCODER_FILE = "vgg_normalised.pth"
 
@@ -63,6 +63,17 @@ class EncoderTrainConfig:
     save_every: int = _f(100, "resumable state interval (steps)")
     heldout: int = _f(600, "held-out renders for the accuracy report (other seeds)")
     resume: bool = _f(False, "continue from OUT/encoder_state.pt")
+    width_divisor: int = _f(4, "every VGG-19 width divided by this (1: full width, 64..512 channels)")
+    conv5_tail: bool = _f(False, "also build conv5_2..conv5_4 (in the official file, unused by MccSTN)")
+    threads: int = _f(0, "torch threads (0: leave as is)")
+    extra_sizes: str = _f("", "comma-separated other input sides; each step picks one of image_size and "
+                              "these at random (multi-scale training; the report uses image_size)")
+
+    def sizes(self) -> list[int]:
+        return [self.image_size] + [int(x) for x in str(self.extra_sizes).split(",") if x.strip()]
+
+    def widths(self) -> Widths:
+        return Widths.divided(self.width_divisor, self.conv5_tail)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -92,9 +103,9 @@ def to_input(imgs_u8: torch.Tensor, size: int) -> torch.Tensor:
 class ToyEncoderClassifier(nn.Module):
     """The MccSTN encoder plus the two sets of attribute heads described in the module docstring."""
 
-    def __init__(self, n_classes: Sequence[int]) -> None:
+    def __init__(self, n_classes: Sequence[int], widths: Widths = Widths()) -> None:
         super().__init__()
-        self.encoder = Encoder()
+        self.encoder = Encoder(widths)
         for name, conv in self.encoder.convs.items():
             if name == "color":  # start as (x - 0.5) * 2: centred input
                 with torch.no_grad():
@@ -103,8 +114,8 @@ class ToyEncoderClassifier(nn.Module):
             else:
                 nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(conv.bias)
-        stat_width = 2 * sum(FEATURE_WIDTHS)
-        self.deep_heads = nn.ModuleList(nn.Linear(2 * FEATURE_WIDTHS[-1], k) for k in n_classes)
+        stat_width = 2 * sum(widths.stages)
+        self.deep_heads = nn.ModuleList(nn.Linear(2 * widths.stages[-1], k) for k in n_classes)
         self.stat_heads = nn.ModuleList(nn.Linear(stat_width, k) for k in n_classes)
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -169,7 +180,7 @@ def normalise_activations(encoder: Encoder, images: torch.Tensor) -> dict[str, f
             convs[order[li + 1]].weight.mul_(scale.view(1, -1, 1, 1))
         report[name] = float(_activation_of(encoder, images, name).mean())
     # conv5_2.. are unused by MccSTN; they still receive relu5_1's rescaling for consistency
-    tail = [n for n, *_ in ENCODER_CONVS if n not in used and n != "color"]
+    tail = [n for n in convs if n not in used and n != "color"]
     if tail:
         convs[tail[0]].weight.mul_(scale.view(1, -1, 1, 1))
     return report
@@ -200,7 +211,9 @@ def train_encoder(cfg: EncoderTrainConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     state_path, log_path = out / "encoder_state.pt", out / "encoder_losses.csv"
     torch.manual_seed(cfg.seed)
-    model = ToyEncoderClassifier([len(VALUES[a]) for a in ATTRS])
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    model = ToyEncoderClassifier([len(VALUES[a]) for a in ATTRS], cfg.widths())
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step = 0
     if cfg.resume and state_path.is_file():
@@ -217,7 +230,8 @@ def train_encoder(cfg: EncoderTrainConfig) -> dict:
     while step < cfg.steps and not (cfg.max_seconds and time.time() - t0 >= cfg.max_seconds):
         ts = time.time()
         idx = torch.randint(0, len(imgs), (cfg.batch_size,), generator=gen)
-        x = to_input(imgs[idx], cfg.image_size)
+        sizes = cfg.sizes()
+        x = to_input(imgs[idx], sizes[int(torch.randint(0, len(sizes), (1,), generator=gen))])
         flip = torch.rand(cfg.batch_size, generator=gen) < 0.5
         x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
         loss = classification_loss(model(x), lab[idx])
