@@ -1,6 +1,7 @@
 """MccSTN benchmarks: stylisation speed and a CPU training smoke run with its loss curve.
 
     python bench/mccstn_speed.py stylize [--sizes 256,512] [--threads 1,2] [--repeats 3]
+    python bench/mccstn_speed.py stylize --weights assets/mccstn --name mccstn_speed_shipped
     python bench/mccstn_speed.py train-smoke [--iters 60] [--stage2 50]
 
 Weights: ``--weights DIR`` (a folder for ``MccSTN.from_pretrained``); by default the synthetic
@@ -81,14 +82,14 @@ def bench_stylize(args) -> dict:
               "weights": desc, "machine": _machine(), "results": rows,
               "when": time.strftime("%Y-%m-%d %H:%M:%S")}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "mccstn_speed.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = ["# MccSTN stylisation speed", "", result["what"] + ".", "",
              f"Machine: {result['machine']}; {result['when']}.", "",
              "| size | device | threads | median s | min s | load avg (1 min) |",
              "|---:|---|---:|---:|---:|---:|"]
     lines += [f"| {r['size']} | {r['device']} | {r['threads']} | {r['median_s']} | {r['min_s']} | "
               f"{r['loadavg_1min']} |" for r in rows]
-    (RESULTS / "mccstn_speed.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     if not args.weights:
         shutil.rmtree(folder, ignore_errors=True)
     return result
@@ -154,6 +155,8 @@ def main(argv=None) -> int:
     a.add_argument("--threads", default="1,2")
     a.add_argument("--repeats", type=int, default=3)
     a.add_argument("--weights", default=None)
+    a.add_argument("--name", default="mccstn_speed",
+                   help="results file stem in bench/results (e.g. mccstn_speed_shipped for assets/mccstn)")
     a.add_argument("--device", default=None)
     b = sub.add_parser("train-smoke", help="short CPU training run; loss curve to docs/")
     b.add_argument("--iters", type=int, default=60)

@@ -5,8 +5,8 @@
 The inference loader (:func:`mccstn.checkpoint.load_folder`) reads float16 tensors and upcasts
 them to float32, so halving the file costs only float16 rounding (the export reports the largest
 output difference it causes on a test image). ``conv5_2`` .. ``conv5_4`` of the encoder are part
-of the official layout but never used by MccSTN (its features end at relu5_1); they are stored as
-zeros, which keeps strict loading working and lets the file compress.
+of the official layout but never used by MccSTN (its features end at relu5_1); they are left out,
+and the loader (which reads the widths and the presence of conv5_2 from the file) builds none.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import torch
 from . import checkpoint as ckpt
 from .stylize import MccSTN
 
-UNUSED_ENCODER_CONVS = ("conv5_2", "conv5_3", "conv5_4")
+from .network import ENCODER_CONVS, UNUSED_ENCODER_CONVS  # noqa: E402
 
 
 def export_small(src: str | Path, dst: str | Path, metadata: Optional[dict] = None,
@@ -35,16 +35,15 @@ def export_small(src: str | Path, dst: str | Path, metadata: Optional[dict] = No
     if out_file.exists() and not overwrite:
         raise FileExistsError(f"{out_file} exists (pass overwrite=True)")
     full = MccSTN.from_pretrained(src, device="cpu")
-    with torch.no_grad():
-        for name in UNUSED_ENCODER_CONVS:
-            conv = full.encoder.convs[name]
-            conv.weight.zero_()
-            conv.bias.zero_()
     from safetensors.torch import save_file
 
+    unused = {f"{idx}.{p}" for name, idx, *_ in ENCODER_CONVS if name in UNUSED_ENCODER_CONVS
+              for p in ("weight", "bias")}
     tensors = {}
     for comp in ckpt.OFFICIAL_FILES:
         for key, t in ckpt.to_official(comp, full.components()[comp]).items():
+            if comp == "encoder" and key in unused:
+                continue  # conv5_2..conv5_4: never used, not shipped (the loader builds no tail)
             tensors[f"{ckpt.SAFETENSORS_PREFIX[comp]}.{key}"] = t.to(torch.float16)
     meta = {"format": ckpt.FORMAT_TAG, "dtype": "float16", "source": str(src)}
     meta.update({str(k): str(v) for k, v in (metadata or {}).items()})

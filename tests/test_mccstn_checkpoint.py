@@ -154,3 +154,63 @@ def test_vgg_normalised_init(weights):
     assert load_encoder_init(enc, weights / "vgg_normalised.pth") == "vgg_normalised"
     ref = torch.load(weights / "vgg_normalised.pth", weights_only=True)
     assert torch.equal(enc.convs["conv5_1"].weight, ref["42.weight"])
+
+
+# ---- widths read from the checkpoint ------------------------------------------------------------
+#: the published vgg_normalised.pth (AdaIN's nn.Sequential): index -> (out, in, k) of each conv,
+#: written from the published layout (64-64 | 128-128 | 256 x4 | 512 x4 | 512 x4), not from mccstn
+PUBLISHED_VGG = {0: (3, 3, 1), 2: (64, 3, 3), 5: (64, 64, 3), 9: (128, 64, 3), 12: (128, 128, 3),
+                 16: (256, 128, 3), 19: (256, 256, 3), 22: (256, 256, 3), 25: (256, 256, 3),
+                 29: (512, 256, 3), 32: (512, 512, 3), 35: (512, 512, 3), 38: (512, 512, 3),
+                 42: (512, 512, 3), 45: (512, 512, 3), 48: (512, 512, 3), 51: (512, 512, 3)}
+
+
+def _published_vgg_state():
+    state = {}
+    for idx, (cout, cin, k) in PUBLISHED_VGG.items():
+        state[f"{idx}.weight"] = torch.empty(cout, cin, k, k, device="meta")
+        state[f"{idx}.bias"] = torch.empty(cout, device="meta")
+    return state
+
+
+def test_real_full_width_vgg_layout_loads_unchanged():
+    from mccstn.checkpoint import convert_official, widths_from_official
+    from mccstn.network import Encoder, Widths
+
+    state = _published_vgg_state()
+    widths = widths_from_official({"encoder": state})
+    assert widths.stages == (64, 128, 256, 512, 512) and widths.conv5_tail
+    with torch.device("meta"):
+        enc = Encoder(widths)
+    converted = convert_official("encoder", state, enc, "vgg_normalised.pth")
+    assert len(converted) == 34  # 17 convs, weight + bias, every key of the file
+    enc.load_state_dict(converted, strict=True, assign=True)
+
+
+def test_narrow_network_without_conv5_tail_round_trips(tmp_path):
+    from mccstn.network import Widths
+
+    torch.manual_seed(0)
+    widths = Widths.divided(8, conv5_tail=False)
+    model = MccSTN(widths).eval()
+    path = save_safetensors(model.components(), tmp_path / "mccstn.safetensors")
+    parts = read_safetensors(path)
+    assert "45.weight" not in parts["encoder"] and parts["encoder"]["42.weight"].shape[0] == 64
+    loaded = MccSTN.from_pretrained(tmp_path, device="cpu")
+    assert loaded.widths == widths
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    s = torch.rand(1, 3, 64, 128, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(model.stylize(x, s, small_images="upsample"), loaded.stylize(x, s, small_images="upsample"))
+
+
+def test_mismatched_widths_between_files_name_the_file(tmp_path):
+    from mccstn.network import Widths
+
+    narrow = MccSTN(Widths.divided(8, conv5_tail=False))
+    other = MccSTN(Widths.divided(4, conv5_tail=False))
+    folder = tmp_path / "mixed"
+    narrow.save_pretrained(folder, fmt="pth")
+    import mccstn.checkpoint as ck
+    torch.save(ck.to_official("decoder", other.decoder), folder / "decoder.pth")
+    with pytest.raises(CheckpointError, match=r"decoder\.pth.*shape"):
+        MccSTN.from_pretrained(folder, device="cpu")

@@ -139,3 +139,24 @@ def test_loss_curve_png(tmp_path):
 
     im = Image.open(png)
     assert im.size[0] > 300 and im.size[1] > 100
+
+
+def test_identity_warm_up_rows_and_clipping(tmp_path):
+    """Warm-up iterations (stage 0) log only the identity loss and the output's pixel std; the
+    run then goes on to stage I. A narrow toy encoder file sets the network's widths."""
+    from mccstn import checkpoint as ck
+    from mccstn.network import Encoder, Widths
+
+    write_toy_images(tmp_path / "content", 2, 96, "content", seed=0)
+    write_toy_images(tmp_path / "style", 2, 96, "style", seed=1)
+    torch.manual_seed(0)
+    torch.save(ck.to_official("encoder", Encoder(Widths.divided(8, conv5_tail=False))), tmp_path / "vgg.pth")
+    cfg = _cfg(tmp_path, tmp_path / "vgg.pth", tmp_path / "run", load_size=96, crop_size=64, nce_crop=64,
+               max_iter=2, warmup_iters=1, stage2_start=-1, save_every=5, clip_grad_norm=1.0)
+    summary = train(cfg)
+    rows = _rows(tmp_path / "run" / "losses.csv")
+    assert [r["stage"] for r in rows] == ["0", "1"]
+    assert rows[0]["loss_identity"] and not rows[0]["loss_style"] and rows[1]["loss_style"]
+    assert all(0.0 <= float(r["out_std"]) <= 0.5 for r in rows)
+    model = MccSTN.from_pretrained(summary["checkpoints"][-1], device="cpu")
+    assert model.widths.stages == (8, 16, 32, 64, 64) and model.widths.discriminator == (8, 16, 32, 64)
