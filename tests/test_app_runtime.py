@@ -191,7 +191,9 @@ def test_config_flags_and_env(monkeypatch, tmp_path):
     monkeypatch.setenv("STUDIO_MODELS_DIR", str(tmp_path))
     cfg = config_from_args(["--port", "0", "--device", "cpu", "--threads", "1"])
     assert cfg.models_dir == tmp_path and cfg.port is None and cfg.threads == 1 and cfg.preload
-    assert cfg.mccstn_dir() == tmp_path / "mccstn"  # no weights shipped: the folder to fill is named
+    from studio.config import SHIPPED_MCCSTN_DIR
+    # the models folder holds no MccSTN weights: the shipped toy-world weights are used
+    assert cfg.mccstn_dir() == SHIPPED_MCCSTN_DIR and (SHIPPED_MCCSTN_DIR / "mccstn.safetensors").is_file()
     assert config_from_args(["--models-dir", "/x", "--no-preload"]).models_dir == Path("/x")
 
 
