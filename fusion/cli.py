@@ -11,22 +11,29 @@ Writes, per seed, with ``name = seed_{seed}_{fusion_selection with ',' -> '_'}``
 
 Beyond the reference: ``--seed`` takes several seeds and is honoured (the reference ignored it),
 ``--expert_primary`` swaps the roles, existing files are never overwritten without
-``--overwrite``, and every input is checked before any model loads.
+``--overwrite``, and every input is checked before any model loads (by the request object,
+:mod:`fusion.settings`), except the size against the loaded primary's VAE factor, checked by
+the pipeline right after loading, before anything is sampled or written. Defaults: the
+library's (:class:`fusion.settings.FusionSettings`, the reference script's).
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .loading import ModelLoadError, is_model_source
-from .paths import ASSETS_DIR, TOY_DEFAULT_PROMPT, TOY_EXPERT, TOY_GENERAL
-from .schedule import MODE_HELP, check_mode, parse_fusion_selection
+from .cli_request import LIBRARY_DEFAULTS as D
+from .cli_request import flag_error, pair_from_args
+from .loading import ModelLoadError
+from .paths import TOY_DEFAULT_PROMPT, TOY_EXPERT, TOY_GENERAL
+from .schedule import MODE_HELP
 from .schedulers import PRESETS, SAMPLER_HELP, SAMPLERS
+from .settings import DEFAULT_SEED, FusionRequest, FusionSettings, SettingsError
 
 
 def _default_prompt() -> str:
@@ -61,31 +68,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt1", default=None, help="prompt for the general model (default: --prompt)")
     p.add_argument("--from_file", default=None,
                    help="run every line of this file: 'prompt' or 'prompt<TAB>prompt1'")
-    p.add_argument("--negative_prompt", default="", help="unconditional prompt (reference: empty)")
-    p.add_argument("--fusion_selection", default="600,1,1",
+    p.add_argument("--negative_prompt", default=D.negative_prompt, help="unconditional prompt (reference: empty)")
+    p.add_argument("--fusion_selection", default=str(D.fusion_selection),
                    help="'v1,kg,ke': v1 the DDPM timestep where the mode switches (0..1000), kg/ke > 0 the "
                         "softmax sharpness of the primary's/secondary's saliency")
-    p.add_argument("--mode", type=int, default=2, help="; ".join(MODE_HELP.values()))
+    p.add_argument("--mode", type=int, default=D.mode, help="; ".join(MODE_HELP.values()))
     p.add_argument("--expert_primary", action="store_true",
                    help="make the expert (model1) the primary: its text encoder, scheduler and VAE drive the fused run")
-    p.add_argument("--prompt_routing", choices=("role", "model"), default="role",
+    p.add_argument("--prompt_routing", choices=("role", "model"), default=D.prompt_routing,
                    help="fused run: 'role' = primary UNet gets prompt1, secondary gets prompt (reference); "
                         "'model' = general UNet gets prompt1, expert UNet gets prompt")
     p.add_argument("--own_uncond", action="store_true",
                    help="secondary saliency subtracts its own uncond noise (reference: the primary's)")
-    p.add_argument("--ddim_steps", type=int, default=100, help="DDIM sampling steps")
-    p.add_argument("--sampler", choices=SAMPLERS, default="ddim",
+    p.add_argument("--ddim_steps", type=int, default=D.steps, help="DDIM sampling steps")
+    p.add_argument("--sampler", choices=SAMPLERS, default=D.sampler,
                    help="; ".join(f"{k}: {v}" for k, v in SAMPLER_HELP.items()) + " (--ddim_steps sets the steps of each)")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="; ".join(f"{k}: {v['sampler']}, {v['steps']} steps" for k, v in PRESETS.items())
                         + " (replaces --sampler and --ddim_steps)")
     p.add_argument("--ddim_eta", type=float, default=0.0, help="DDIM eta (only 0 is supported, as in the reference)")
-    p.add_argument("--scale", type=float, default=10.0, help="classifier-free guidance scale")
+    p.add_argument("--scale", type=float, default=D.guidance_scale, help="classifier-free guidance scale")
     p.add_argument("--H", type=int, default=None, help="image height in pixels (default: the model's native size)")
     p.add_argument("--W", type=int, default=None, help="image width in pixels (default: the model's native size)")
-    p.add_argument("--n_samples", type=int, default=8, help="images per seed (one batch)")
+    p.add_argument("--n_samples", type=int, default=D.n_samples, help="images per seed (one batch)")
     p.add_argument("--n_iter", type=int, default=1, help="run this many consecutive seeds starting at each --seed")
-    p.add_argument("--seed", type=int, nargs="+", default=[6854], help="seed(s) of the shared initial noise x_T")
+    p.add_argument("--seed", type=int, nargs="+", default=[DEFAULT_SEED], help="seed(s) of the shared initial noise x_T")
     p.add_argument("--skip_grid", action="store_true", help="do not write the grid images")
     p.add_argument("--skip_save", action="store_true", help="do not write the individual samples")
     p.add_argument("--only", choices=("general", "expert", "fused"), nargs="+", default=None,
@@ -167,16 +174,14 @@ def _read_prompts(args) -> list[tuple[str, str]]:
     return [(prompt, prompt if args.prompt1 is None else args.prompt1)]
 
 
-def _lora_settings(args):
-    """--lora0/--lora1 and their scales (the files are read and checked by the loader, before any
-    model loads)."""
-    from .lora import LoraSettings
-    lora = LoraSettings(args.lora0, args.lora1, args.lora0_scale, args.lora1_scale)
-    for i in (0, 1):
-        path, _ = lora.side(i)
-        if path is not None and not Path(path).expanduser().exists():
-            raise ValueError(f"--lora{i}: LoRA file not found: {path}")
-    return lora
+def request_from_args(args, prompt: str, prompt1: str, seeds: list[int]) -> FusionRequest:
+    """The request of the flags (not yet validated)."""
+    return FusionRequest(pair_from_args(args), prompt, prompt1, tuple(seeds), FusionSettings(
+        fusion_selection=args.fusion_selection, mode=args.mode, primary="expert" if args.expert_primary else "general",
+        steps=args.ddim_steps, sampler=args.sampler, guidance_scale=args.scale, height=args.H, width=args.W,
+        n_samples=args.n_samples, negative_prompt=args.negative_prompt, prompt_routing=args.prompt_routing,
+        own_uncond=args.own_uncond, trajectories=tuple(args.only) if args.only else FusionSettings.trajectories,
+        capture_saliency=False, batch_trajectories=args.batch_trajectories))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,55 +189,42 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return _run(args)
+    except SettingsError as e:
+        parser.exit(2, f"error: {flag_error(e)}\n")
     except (ValueError, ModelLoadError) as e:
         parser.exit(2, f"error: {e}\n")
 
 
 def _run(args) -> int:
-    # 1. every input checked before any model loads
+    # 1. every input checked before any model loads: the CLI's own flags, then the request
     if args.preset:
         args.sampler, args.ddim_steps = PRESETS[args.preset]["sampler"], PRESETS[args.preset]["steps"]
-    sel = parse_fusion_selection(args.fusion_selection)
-    mode = check_mode(args.mode)
     if args.ddim_eta != 0:
         raise ValueError(f"--ddim_eta: only 0 (deterministic DDIM, as the reference) is supported, got {args.ddim_eta}")
-    for flag in ("ddim_steps", "n_samples", "n_iter"):
+    for flag in ("ddim_steps", "n_samples", "n_iter"):  # counts (their ranges: the settings)
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
-    if not 1 <= args.ddim_steps <= 1000:
-        raise ValueError(f"--ddim_steps must be in 1..1000, got {args.ddim_steps}")
-    for flag in ("H", "W"):
-        v = getattr(args, flag)
-        if v is not None and (v < 8 or v % 8):
-            raise ValueError(f"--{flag} must be a positive multiple of 8 (the SD VAE factor), got {v}")
-    for flag in ("model0", "model1"):
-        path = Path(getattr(args, flag)).expanduser()
-        if not path.exists():
-            hint = (" (the embedded toy models are missing from this checkout)"
-                    if str(path).startswith(str(ASSETS_DIR)) else "")
-            raise ValueError(f"--{flag}: model not found: {path}{hint}")
-        if not is_model_source(path):
-            raise ValueError(f"--{flag}: {path} is not a model: expected a diffusers folder "
-                             f"(model_index.json) or a .safetensors/.ckpt file")
-    lora = _lora_settings(args)
     pairs = _read_prompts(args)
     seeds = _seeds(args.seed, args.n_iter)
-    which = tuple(args.only) if args.only else ("general", "expert", "fused")
+    req = request_from_args(args, *pairs[0], seeds).validated()
+    req.models.check(read_loras=True)
+    s = req.settings
+    sel, which, expert_primary = s.fusion_selection, s.trajectories, s.primary == "expert"
     outdir = Path(args.outdir)
     names = [f"seed_{seed}_{sel.slug}" for seed in seeds]
     if len(pairs) > 1:
         names = [f"{n}_p{j:03d}" for j in range(len(pairs)) for n in names]
-    existing = [f for f in planned_files(outdir, mode, args.expert_primary, names, args.n_samples, which,
+    existing = [f for f in planned_files(outdir, s.mode, expert_primary, names, s.n_samples, which,
                                          args.skip_grid, args.skip_save) if f.exists()]
     if existing and not args.overwrite:
         raise ValueError(f"{len(existing)} output file(s) already exist, e.g. {existing[0]}; nothing was "
                          f"overwritten. Pass --overwrite to replace them, or choose another --outdir")
 
-    # 2. models
+    # 2. models; then the size against the loaded primary's VAE factor, before anything is written
     import torch
     from tqdm import tqdm
     from .loading import default_device, default_dtype
-    from .pipeline import FusionPipeline, FusionSettings, to_uint8
+    from .pipeline import FusionPipeline, to_uint8
 
     if args.threads is not None or (os.cpu_count() or 1) <= 2:
         torch.set_num_threads(max(1, args.threads or 1))
@@ -241,23 +233,17 @@ def _run(args) -> int:
     device = torch.device(args.device) if args.device else default_device()
     dtype = {"auto": default_dtype(device), "fp32": torch.float32, "fp16": torch.float16,
              "bf16": torch.bfloat16}[args.precision]
-    pipe = FusionPipeline.from_paths(args.model0, args.model1, device=device, dtype=dtype, config_dir=args.config,
-                                     lora=lora, use_ema=args.use_ema)
-    settings = FusionSettings(
-        fusion_selection=sel, mode=mode, primary="expert" if args.expert_primary else "general",
-        steps=args.ddim_steps, sampler=args.sampler, guidance_scale=args.scale, height=args.H, width=args.W,
-        n_samples=args.n_samples, negative_prompt=args.negative_prompt, prompt_routing=args.prompt_routing,
-        own_uncond=args.own_uncond, trajectories=which, capture_saliency=False,
-        batch_trajectories=args.batch_trajectories)
+    pipe = FusionPipeline.from_choice(req.models, device=device, dtype=dtype)
+    req = replace(req, settings=pipe.check_inputs(req.prompt, req.prompt1, s, seeds))
 
     # 3. run and write
-    dirs = output_dirs(outdir, mode, args.expert_primary)
+    dirs = output_dirs(outdir, s.mode, expert_primary)
     written = 0
     for j, (prompt, prompt1) in enumerate(pairs):
-        bar = None if args.quiet else tqdm(total=len(seeds) * args.ddim_steps, desc=f"prompt {j + 1}/{len(pairs)}",
+        bar = None if args.quiet else tqdm(total=len(seeds) * s.steps, desc=f"prompt {j + 1}/{len(pairs)}",
                                            unit="step", file=sys.stderr)
-        results = pipe(prompt, prompt1, settings, seeds=seeds,
-                       callback=(lambda si, ev: bar.update(1)) if bar else None)
+        results = pipe.run(replace(req, prompt=prompt, prompt1=prompt1),
+                           callback=(lambda si, ev: bar.update(1)) if bar else None)
         if bar:
             bar.close()
         for res in results:

@@ -24,85 +24,15 @@ from .loading import DiffusionModel, check_fusable, share_identical_components
 from .lora import LoraSettings, adapter_key, denoiser_for, load_models
 from .sampler import (SamplerStats, StepEvent, Trajectory, UNetDenoiser, _check_cancel, alphas_cumprod,
                       ddim_timesteps, sample_trajectories)
-from .schedule import FusionSelection, check_mode, parse_fusion_selection
-from .schedulers import check_sampler, make_solver
-from .capture import SaliencyRecorder, SaliencyStep, check_capture
+from .schedule import FusionSelection
+from .schedulers import make_solver
+from .capture import SaliencyRecorder, SaliencyStep
+from .settings import (TRAJECTORIES, FusionRequest, FusionSettings, PairChoice, SettingsError, check_image_side,
+                       check_prompts, check_seeds)
 from .fastpath import resolve_batching
 
-__all__ = ["FusionSettings", "SaliencyStep", "FusionResult", "FusionPipeline", "TRAJECTORIES",
-           "to_uint8", "to_pil", "initial_noise"]
-
-TRAJECTORIES = ("general", "expert", "fused")
-
-
-@dataclass
-class FusionSettings:
-    """Every knob of one fusion request. Defaults reproduce the reference script.
-
-    fusion_selection: "v1,kg,ke" (v1 a DDPM timestep 0..1000, kg/ke softmax sharpness > 0).
-    mode: 0 primary alone; 1 primary alone for t > v1 then SNB; 2 SNB for t > v1 then primary.
-    primary: "general" (model0, the reference's default) or "expert" (model1).
-    steps: sampling steps. sampler: "ddim" (eta 0, the reference) or one of
-        :data:`fusion.schedulers.SAMPLERS` ("dpmpp_2m", "dpmpp_2m_karras", "unipc", "euler").
-    guidance_scale: classifier-free guidance scale.
-    height/width: image size in pixels; None = the primary UNet's native size. Must be a multiple
-        of the VAE factor.
-    n_samples: images per seed (one batch). negative_prompt: the "unconditional" prompt ("" as in
-        the reference).
-    prompt_routing: "role" (reference) or "model" (see the module doc).
-    own_uncond: secondary saliency uses the secondary's own uncond noise (reference: primary's).
-    trajectories: which of "general", "expert", "fused" to produce.
-    capture_saliency: keep every SNB step's saliency maps for the saliency view (True), also the
-        pre-softmax maps ("full"), or nothing (False); see :mod:`fusion.capture`.
-    share: compute identical UNet evaluations of different trajectories once.
-    batch_trajectories: one UNet call per model per step for all trajectories; None = the
-        device's measured choice (:mod:`fusion.fastpath`; batched on CPU and CUDA). False gives
-        final latents bit-identical to the naive loop's; batched ones differ by float rounding.
-    eager_secondary: run the secondary UNet on every fused step even where SNB is off (the naive
-        schedule; same output, more work: for benchmarks and tests only).
-    """
-
-    fusion_selection: str | FusionSelection = "600,1,1"
-    mode: int = 2
-    primary: str = "general"
-    steps: int = 100
-    sampler: str = "ddim"
-    guidance_scale: float = 10.0
-    height: int | None = None
-    width: int | None = None
-    n_samples: int = 8
-    negative_prompt: str = ""
-    prompt_routing: str = "role"
-    own_uncond: bool = False
-    trajectories: tuple[str, ...] = TRAJECTORIES
-    capture_saliency: bool | str = True
-    share: bool = True
-    batch_trajectories: bool | None = None
-    eager_secondary: bool = False
-
-    def validated(self) -> "FusionSettings":
-        """A copy with parsed/normalised fields, or a ValueError naming the field."""
-        sel = parse_fusion_selection(self.fusion_selection)
-        mode = check_mode(self.mode)
-        check_sampler(self.sampler)
-        check_capture(self.capture_saliency)
-        if self.primary not in ("general", "expert"):
-            raise ValueError(f"primary must be 'general' or 'expert', got {self.primary!r}")
-        if self.prompt_routing not in ("role", "model"):
-            raise ValueError(f"prompt_routing must be 'role' or 'model', got {self.prompt_routing!r}")
-        if not isinstance(self.steps, (int, np.integer)) or not 1 <= int(self.steps) <= 1000:
-            raise ValueError(f"steps must be an integer in 1..1000, got {self.steps!r}")
-        if not np.isfinite(float(self.guidance_scale)):
-            raise ValueError(f"guidance_scale must be a finite number, got {self.guidance_scale!r}")
-        if not isinstance(self.n_samples, (int, np.integer)) or int(self.n_samples) < 1:
-            raise ValueError(f"n_samples must be an integer >= 1, got {self.n_samples!r}")
-        traj = tuple(self.trajectories)
-        bad = [t for t in traj if t not in TRAJECTORIES]
-        if bad or not traj:
-            raise ValueError(f"trajectories must be a non-empty subset of {TRAJECTORIES}, got {traj}")
-        return replace(self, fusion_selection=sel, mode=mode, steps=int(self.steps),
-                       n_samples=int(self.n_samples), guidance_scale=float(self.guidance_scale),
-                       trajectories=traj)
+__all__ = ["FusionSettings", "FusionRequest", "PairChoice", "SaliencyStep", "FusionResult", "FusionPipeline",
+           "TRAJECTORIES", "to_uint8", "to_pil", "initial_noise"]
 
 
 @dataclass
@@ -165,6 +95,19 @@ class FusionPipeline:
                              use_ema=use_ema)
         return cls(m0, m1, **kwargs)
 
+    @classmethod
+    def from_choice(cls, models: PairChoice, device=None, dtype=None, **kwargs) -> "FusionPipeline":
+        """The pipeline of a request's :class:`fusion.settings.PairChoice` (see :meth:`from_paths`)."""
+        return cls.from_paths(models.model0, models.model1, device=device, dtype=dtype, config_dir=models.config,
+                              lora=models.lora if models.lora.any else None, use_ema=models.use_ema, **kwargs)
+
+    def run(self, request: FusionRequest, callback: Callable[[int, StepEvent], None] | None = None,
+            cancel=None) -> list["FusionResult"]:
+        """Run a :class:`fusion.settings.FusionRequest` on this pipeline (its ``models`` say
+        which pair to load; this pipeline is taken to be that pair)."""
+        return self(request.prompt, request.prompt1, request.settings, seeds=request.seeds, callback=callback,
+                    cancel=cancel)
+
     def optimize(self, channels_last: bool | None = None, compile: bool = False) -> list[str]:
         """Speed settings of the UNets and VAEs (attention already runs through PyTorch's
         scaled_dot_product_attention: diffusers' default processor).
@@ -211,27 +154,20 @@ class FusionPipeline:
 
     # ---- stage 1 ------------------------------------------------------------------------------
     def check_inputs(self, prompt: str, prompt1: str, settings: FusionSettings, seeds: Sequence[int]) -> FusionSettings:
+        """The validated settings with the size filled in: the model-free rules of
+        :mod:`fusion.settings`, then the two that need the models (the size against the
+        primary's VAE factor, the steps against its training timesteps)."""
         s = settings.validated()
-        for label, p in (("prompt", prompt), ("prompt1", prompt1), ("negative_prompt", s.negative_prompt)):
-            if not isinstance(p, str):
-                raise ValueError(f"{label} must be a string, got {type(p).__name__}")
-        if not seeds:
-            raise ValueError("seeds must list at least one integer seed")
-        for seed in seeds:
-            if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2 ** 63:
-                raise ValueError(f"seed must be an integer in 0..2^63-1, got {seed!r}")
+        check_prompts(prompt=prompt, prompt1=prompt1)
+        check_seeds(seeds)
         primary, _ = self.roles(s.primary)
-        f = primary.vae_scale_factor
-        h = primary.native_size if s.height is None else s.height
-        w = primary.native_size if s.width is None else s.width
-        for label, v in (("height", h), ("width", w)):
-            if not isinstance(v, (int, np.integer)) or v < f or v % f:
-                raise ValueError(f"{label} must be a positive multiple of the VAE factor {f} "
-                                 f"(e.g. {primary.native_size}), got {v!r}")
+        f, native = primary.vae_scale_factor, primary.native_size
+        h = check_image_side("height", s.height, f, native)
+        w = check_image_side("width", s.width, f, native)
         s0 = self.model0.scheduler_config.get("num_train_timesteps", 1000)
         if s.steps > s0:
-            raise ValueError(f"steps must be at most the training timesteps ({s0}), got {s.steps}")
-        return replace(s, height=int(h), width=int(w))
+            raise SettingsError("steps", f"steps must be at most the training timesteps ({s0}), got {s.steps}")
+        return replace(s, height=h, width=w)
 
     # ---- stage 2 ------------------------------------------------------------------------------
     def encode(self, prompt: str, prompt1: str, s: FusionSettings,

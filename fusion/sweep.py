@@ -25,10 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .loading import is_model_source
+from .cli_request import LIBRARY_DEFAULTS as D
+from .cli_request import check_pair, flag_error
 from .paths import TOY_EXPERT, TOY_GENERAL
 from .schedule import MODE_HELP
 from .schedulers import SAMPLERS
+from .settings import DEFAULT_SEED, SettingsError
 from .sweep_spec import MAX_CELLS_WITHOUT_CONFIRM, SweepAxes, SweepCell, SweepSpec
 from .sweep_store import GRID, SweepStore
 
@@ -65,7 +67,9 @@ def run_sweep(spec: SweepSpec, out, executor, judge: bool = False, confirm_large
     """Run every cell of ``spec`` not already done in ``out``; write its files; return a report.
 
     Every input is checked (and the folder's manifest compared) before the executor loads a
-    model. ``on_chunk(chunk_output, rows)`` after each finished chunk (for streaming UIs).
+    model; the size against the loaded primary's VAE factor is checked by the pipeline before
+    the first chunk runs, and the folder is written only after that chunk.
+    ``on_chunk(chunk_output, rows)`` after each finished chunk (for streaming UIs).
     """
     spec.check(confirm_large)
     store = SweepStore(out, spec)
@@ -81,10 +85,15 @@ def run_sweep(spec: SweepSpec, out, executor, judge: bool = False, confirm_large
 
     size = executor.chunk_size(len(todo)) if hasattr(executor, "chunk_size") else executor.max_cells
     chunks = plan_chunks(todo, not store.references_done(), max_cells=size)
-    store.begin()
+    begun = not chunks
+    if begun:
+        store.begin()
     report = SweepReport(Path(out), len(cells), len(todo), len(done))
     rows = dict(done)
     for result in executor.map(spec, chunks, cancel=cancel):
+        if not begun:  # after the first chunk: a request the loaded models refuse writes nothing
+            store.begin()
+            begun = True
         if result.references:
             store.write_references(result.references)
         for co in result.cells:
@@ -138,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ke", default="1", help="axis: softmax sharpness of the secondary's saliency (> 0)")
     p.add_argument("--mode", default="2", help="axis: " + "; ".join(MODE_HELP.values()))
     p.add_argument("--primary", default="general", help="axis: general (model0) and/or expert (model1)")
-    p.add_argument("--seed", type=int, default=6854, help="seed of the shared initial noise x_T")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the shared initial noise x_T")
     p.add_argument("--model0", default=str(TOY_GENERAL), help="general model (as in python -m fusion)")
     p.add_argument("--model1", default=str(TOY_EXPERT), help="expert model (same family as model0)")
     p.add_argument("--config", default=None, help="config folder for single-file checkpoints")
@@ -150,12 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt_routing", choices=("role", "model"), default="role",
                    help="fused run's prompt routing (as in python -m fusion)")
     p.add_argument("--own_uncond", action="store_true", help="secondary saliency subtracts its own uncond noise")
-    p.add_argument("--ddim_steps", type=int, default=100, help="DDIM sampling steps")
-    p.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="sampler (as in python -m fusion)")
-    p.add_argument("--scale", type=float, default=10.0, help="classifier-free guidance scale")
+    p.add_argument("--ddim_steps", type=int, default=D.steps, help="DDIM sampling steps")
+    p.add_argument("--sampler", choices=SAMPLERS, default=D.sampler, help="sampler (as in python -m fusion)")
+    p.add_argument("--scale", type=float, default=D.guidance_scale, help="classifier-free guidance scale")
     p.add_argument("--H", type=int, default=None, help="image height (default: the model's native size)")
     p.add_argument("--W", type=int, default=None, help="image width (default: the model's native size)")
-    p.add_argument("--n_samples", type=int, default=1, help="images per cell (one batch from --seed)")
+    p.add_argument("--n_samples", type=int, default=SweepSpec.n_samples, help="images per cell (one batch from --seed)")
     p.add_argument("--judge", action="store_true", help="toy world: score every cell with the judge")
     p.add_argument("--yes", action="store_true", help=f"run grids of more than {MAX_CELLS_WITHOUT_CONFIRM} cells")
     p.add_argument("--ray", default=None, metavar="local|ADDRESS",
@@ -176,28 +185,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check_model(flag: str, value: str) -> str:
-    path = Path(value).expanduser()
-    if not path.exists():
-        raise ValueError(f"--{flag}: model not found: {path}")
-    if not is_model_source(path):
-        raise ValueError(f"--{flag}: {path} is not a model: expected a diffusers folder (model_index.json) or a "
-                         f".safetensors/.ckpt file")
-    return str(path)
-
-
-def _check_lora(flag: str, value: str | None) -> str | None:
-    if value is None:
-        return None
-    from .lora import LoraError, read_lora
-
-    try:
-        read_lora(value)  # a missing or non-LoRA file is named here, before any model loads
-    except LoraError as e:
-        raise ValueError(f"--{flag}: {e}") from None
-    return str(Path(value).expanduser())
-
-
 def recipe_for(spec: SweepSpec, args):
     """How the workers load the pair (models, LoRAs, device, precision, threads)."""
     from .lora import LoraSettings
@@ -213,13 +200,14 @@ def spec_from_args(args) -> SweepSpec:
     from .cli import _default_prompt
 
     axes = SweepAxes.parse(v1=args.v1, kg=args.kg, ke=args.ke, mode=args.mode, primary=args.primary)
+    pair = check_pair(args)  # the model files, and the LoRAs read, before any model loads
     prompt = _default_prompt() if args.prompt is None else args.prompt
+    expand = (lambda p: None if p is None else str(Path(p).expanduser()))
     spec = SweepSpec(prompt=prompt, prompt1=args.prompt1, seed=args.seed, axes=axes, steps=args.ddim_steps,
                      sampler=args.sampler, guidance_scale=args.scale, height=args.H, width=args.W, n_samples=args.n_samples,
                      negative_prompt=args.negative_prompt, prompt_routing=args.prompt_routing,
-                     own_uncond=args.own_uncond, model0=_check_model("model0", args.model0),
-                     model1=_check_model("model1", args.model1), config=args.config,
-                     lora0=_check_lora("lora0", args.lora0), lora1=_check_lora("lora1", args.lora1),
+                     own_uncond=args.own_uncond, model0=expand(pair.model0), model1=expand(pair.model1),
+                     config=args.config, lora0=expand(pair.lora.lora0), lora1=expand(pair.lora.lora1),
                      lora0_scale=args.lora0_scale, lora1_scale=args.lora1_scale)
     spec.check(confirm_large=args.yes)
     if args.judge and any(v not in (None, 64) for v in (args.H, args.W)):
@@ -239,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return _run(args)
+    except SettingsError as e:  # named by its flag (here --primary and --n_samples are flags of their own)
+        parser.exit(2, f"error: {flag_error(e, {'primary': 'primary'})}\n")
     except (ValueError, ModelLoadError) as e:
         parser.exit(2, f"error: {e}\n")
 

@@ -64,13 +64,10 @@ class ChunkOutput:
 
 
 def cell_settings(spec: SweepSpec, cell: SweepCell, batch_trajectories: bool = False) -> FusionSettings:
-    """The one-cell request: ``pipe(spec.prompt, spec.prompt1, cell_settings(...), seeds=[spec.seed])``
-    gives the same fused image as the sweep's cell."""
-    return FusionSettings(
-        fusion_selection=cell.selection, mode=cell.mode, primary=cell.primary, steps=spec.steps, sampler=spec.sampler,
-        guidance_scale=spec.guidance_scale, height=spec.height, width=spec.width, n_samples=spec.n_samples,
-        negative_prompt=spec.negative_prompt, prompt_routing=spec.prompt_routing, own_uncond=spec.own_uncond,
-        trajectories=("fused",), capture_saliency=False, batch_trajectories=batch_trajectories)
+    """The one-cell request's settings (:meth:`fusion.sweep_spec.SweepSpec.cell_settings`):
+    ``pipe(spec.prompt, spec.prompt1, cell_settings(...), seeds=[spec.seed])`` gives the same fused
+    image as the sweep's cell."""
+    return spec.cell_settings(cell, batch_trajectories)
 
 
 def plan_chunks(cells: Sequence[SweepCell], references: bool, max_cells: int = 64) -> list[Chunk]:

@@ -3,6 +3,8 @@
 Any of ``v1``, ``kg``, ``ke``, ``mode`` and ``primary`` is an axis, given as a comma list
 ("400,600,800"); the cells are every combination (v1 slowest, primary fastest). Everything here
 is checked before any model loads, and every error names the axis or field and what does not fit.
+The fixed part is one :class:`fusion.settings.FusionRequest` (:meth:`SweepSpec.request`), checked
+by its own rules; a cell is that request's settings with the cell's axes (:meth:`SweepSpec.cell_settings`).
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .schedule import MAX_SHARPNESS, FusionSelection, check_mode
+from .settings import PRIMARIES, FusionRequest, FusionSettings, LoraSettings, PairChoice
 from .textparse import check_length, quote
 
 __all__ = ["AXES", "MAX_CELLS_WITHOUT_CONFIRM", "SweepAxes", "SweepCell", "SweepSpec", "parse_axis",
@@ -23,7 +26,6 @@ MAX_AXIS_CHARS, MAX_AXIS_VALUES = 8192, 1001
 AXES = ("v1", "kg", "ke", "mode", "primary")
 #: a sweep with more cells than this needs an explicit confirmation (``--yes``)
 MAX_CELLS_WITHOUT_CONFIRM = 256
-PRIMARIES = ("general", "expert")
 
 
 def format_number(x: float) -> str:
@@ -199,32 +201,26 @@ class SweepSpec:
         if self.prompt1 is None:
             self.prompt1 = self.prompt
 
+    def cell_settings(self, cell: SweepCell, batch_trajectories: bool = False) -> FusionSettings:
+        """The settings of one cell (its fused image only): ``pipe(spec.prompt, spec.prompt1,
+        spec.cell_settings(cell), seeds=[spec.seed])`` gives the sweep's cell image."""
+        return FusionSettings(
+            fusion_selection=cell.selection, mode=cell.mode, primary=cell.primary, steps=self.steps,
+            sampler=self.sampler, guidance_scale=self.guidance_scale, height=self.height, width=self.width,
+            n_samples=self.n_samples, negative_prompt=self.negative_prompt, prompt_routing=self.prompt_routing,
+            own_uncond=self.own_uncond, trajectories=("fused",), capture_saliency=False,
+            batch_trajectories=batch_trajectories)
+
+    def request(self) -> FusionRequest:
+        """The fixed part as one request (models, prompts, the seed; the first cell's settings)."""
+        lora = LoraSettings(self.lora0, self.lora1, self.lora0_scale, self.lora1_scale)
+        return FusionRequest(PairChoice(self.model0, self.model1, lora, config=self.config), self.prompt,
+                             self.prompt1, (self.seed,), self.cell_settings(self.axes.cells()[0]))
+
     def check(self, confirm_large: bool = False) -> "SweepSpec":
-        """Raise a ValueError naming the field for anything that cannot run; returns self."""
-        for label in ("prompt", "prompt1", "negative_prompt"):
-            if not isinstance(getattr(self, label), str):
-                raise ValueError(f"--{label} must be a string")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2 ** 63:
-            raise ValueError(f"--seed must be an integer in 0..2^63-1, got {self.seed!r}")
-        if not isinstance(self.steps, int) or not 1 <= self.steps <= 1000:
-            raise ValueError(f"--ddim_steps must be an integer in 1..1000, got {self.steps!r}")
-        from .schedulers import check_sampler
-        try:
-            check_sampler(self.sampler)
-        except ValueError as e:
-            raise ValueError(f"--sampler: {e}") from None
-        if not math.isfinite(float(self.guidance_scale)):
-            raise ValueError(f"--scale must be a finite number, got {self.guidance_scale!r}")
-        for label in ("lora0_scale", "lora1_scale"):
-            if not math.isfinite(float(getattr(self, label))):
-                raise ValueError(f"--{label} must be a finite number, got {getattr(self, label)!r}")
-        if not isinstance(self.n_samples, int) or self.n_samples < 1:
-            raise ValueError(f"--n_samples must be an integer >= 1, got {self.n_samples!r}")
-        for label, v in (("H", self.height), ("W", self.width)):
-            if v is not None and (not isinstance(v, int) or v < 8 or v % 8):
-                raise ValueError(f"--{label} must be a positive multiple of 8 (the SD VAE factor), got {v!r}")
-        if self.prompt_routing not in ("role", "model"):
-            raise ValueError(f"--prompt_routing must be 'role' or 'model', got {self.prompt_routing!r}")
+        """Raise a ValueError naming the field for anything that cannot run (the request's rules,
+        :meth:`fusion.settings.FusionRequest.validated`: no model or file is read); returns self."""
+        self.request().validated()
         n = self.axes.size
         if n > MAX_CELLS_WITHOUT_CONFIRM and not confirm_large:
             raise ValueError(f"the grid has {n} cells ({' x '.join(str(len(getattr(self.axes, a))) for a in AXES)}"

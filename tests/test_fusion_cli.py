@@ -50,7 +50,7 @@ def test_existing_outputs_are_not_overwritten(tiny_dirs, tmp_path, capsys):
     (["--fusion_selection", "600,1,-2"], "ke must be a finite number > 0"),
     (["--fusion_selection", "1200,1,1"], "v1 must be in 0..1000"),
     (["--mode", "3"], r"mode must be one of \[0, 1, 2\]"),
-    (["--H", "30"], "--H must be a positive multiple of 8"),
+    (["--H", "15"], "--H: height must be a positive multiple of the VAE factor 2"),  # the loaded model's rule
     (["--ddim_steps", "0"], "--ddim_steps must be >= 1"),
     (["--model0", "/nonexistent/model"], "--model0: model not found"),
 ])
@@ -90,3 +90,43 @@ def test_help_lists_the_reference_flags(capsys):
     for flag in ("--model0", "--model1", "--outdir", "--prompt", "--prompt1", "--fusion_selection", "--mode",
                  "--ddim_steps", "--scale", "--H", "--W", "--n_samples", "--seed", "--expert_primary", "--overwrite"):
         assert flag in out
+
+
+# ---- one size rule (issue 11): the loaded primary's VAE factor, in the CLI as in the library ----
+def _toy_cli(outdir, *extra):
+    from fusion.paths import TOY_EXPERT, TOY_GENERAL
+    return main(["--model0", str(TOY_GENERAL), "--model1", str(TOY_EXPERT), "--outdir", str(outdir),
+                 "--prompt", "a red circle", "--ddim_steps", "2", "--n_samples", "1", "--seed", "3", "--quiet",
+                 "--only", "fused", "--skip_grid", *extra])
+
+
+def test_a_toy_size_not_a_multiple_of_8_runs_in_the_cli_as_in_the_library(tmp_path):
+    import io
+
+    import numpy as np
+
+    from fusion.paths import TOY_EXPERT, TOY_GENERAL
+    from fusion.pipeline import FusionPipeline, FusionSettings, to_uint8
+    assert _toy_cli(tmp_path, "--H", "68", "--W", "68") == 0  # 68 = 17 x 4 (the toy VAE factor), not 8 x k
+    written = np.asarray(Image.open(tmp_path / "fusion_ge_2" / "samples_seed_3_600_1_1" / "00000.jpg"))
+    pipe = FusionPipeline.from_paths(str(TOY_GENERAL), str(TOY_EXPERT))
+    [res] = pipe("a red circle", "a red circle", FusionSettings(steps=2, n_samples=1, height=68, width=68,
+                                                               trajectories=("fused",)), seeds=[3])
+    buf = io.BytesIO()
+    Image.fromarray(to_uint8(res.images["fused"], rounding="truncate")[0]).save(buf, format="JPEG")
+    assert written.shape == (68, 68, 3)
+    assert np.array_equal(written, np.asarray(Image.open(buf)))
+
+
+def test_a_bad_size_gets_the_same_error_text_from_the_cli_and_the_library(tmp_path, capsys):
+    from fusion.paths import TOY_EXPERT, TOY_GENERAL
+    from fusion.pipeline import FusionPipeline, FusionSettings
+    pipe = FusionPipeline.from_paths(str(TOY_GENERAL), str(TOY_EXPERT))
+    with pytest.raises(ValueError) as lib:
+        pipe("a red circle", "a red circle", FusionSettings(steps=2, n_samples=1, height=66, width=68), seeds=[3])
+    with pytest.raises(SystemExit) as e:
+        _toy_cli(tmp_path / "out", "--H", "66", "--W", "68")
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "VAE factor 4" in str(lib.value)
+    assert f"error: --H: {lib.value}\n" in err
+    assert not (tmp_path / "out").exists()

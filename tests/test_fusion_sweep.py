@@ -267,6 +267,17 @@ def test_cli_refuses_another_sweeps_out(tiny_dirs, tmp_path, capsys, monkeypatch
     assert folder_digest(tmp_path) == before
 
 
+def test_cli_bad_size_is_the_librarys_error_and_writes_nothing(tiny_dirs, tiny_pipe, tmp_path, capsys):
+    # one size rule (issue 11): the loaded primary's VAE factor (2 for the tiny models), as in the library
+    with pytest.raises(ValueError) as lib:
+        tiny_pipe(PROMPT, PROMPT1, FusionSettings(steps=2, n_samples=1, height=15, width=16), seeds=[SEED])
+    with pytest.raises(SystemExit) as e:
+        cli(tiny_dirs, tmp_path / "out", "--v1", "400", "--H", "15")
+    assert e.value.code == 2 and f"error: --H: {lib.value}\n" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    assert cli(tiny_dirs, tmp_path / "ok", "--v1", "400", "--H", "18") == 0  # 9 x 2: not a multiple of 8
+
+
 def test_sharing_bench_runs_and_the_sweep_does_less(tmp_path):
     from bench.sweep_sharing import main as bench
     res = bench(["--models", "tiny", "--steps", "3", "--grids", "mode_1_v1_sweep", "--out", str(tmp_path / "s.json")])
