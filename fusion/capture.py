@@ -1,15 +1,25 @@
 """Saliency capture for the saliency view, at a cost that does not show in a request.
 
+The one saliency type from the sampler to the view: every SNB step's
+:class:`fusion.snb.SNBResult` (what :func:`fusion.snb.blend` produced) is kept as a
+:class:`SaliencyStep` (the same result, reduced to what the view shows, plus the step's index and
+timestep), and a request's steps form a :class:`fusion.views.SaliencyTrace`.
+
 During sampling only references to the maps the view shows (the primary's and the secondary's
 post-softmax saliency of each SNB step) are kept, where they were computed (GPU or CPU): no copy,
 no device sync per step. After the last step they are stacked and moved to the CPU in one
-transfer. The SNB mask is derived from them when first asked for (it is ``saliency_s >
-saliency_p``, the rule :func:`fusion.snb.blend` applies), the secondary share from the mask.
-The pre-softmax maps are kept only with ``capture_saliency="full"``.
+transfer. The SNB mask and the secondary share are derived from them when first read
+(:attr:`fusion.snb.SNBResult.mask`, the rule the blend applies). The pre-softmax maps are kept
+only with ``capture_saliency="full"``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
+
+from .snb import SNBResult
+from .views import SaliencyTrace
 
 __all__ = ["SaliencyStep", "SaliencyRecorder", "CAPTURE_LEVELS", "check_capture"]
 
@@ -24,36 +34,29 @@ def check_capture(value):
     return value
 
 
-class SaliencyStep:
-    """The maps of one SNB step of the fused trajectory (CPU float32, (n, 1, h, w) each).
+@dataclass(frozen=True, eq=False)
+class SaliencyStep(SNBResult):
+    """One SNB step of the fused trajectory as captured: the blend's maps ((n, 1, h, w) each, CPU
+    float32 once moved; ``eps`` None, ``raw_p``/``raw_s`` None unless "full"), ``index`` (the
+    0-based denoising step) and ``t`` (its timestep). ``mask``/``secondary_share`` as in
+    :class:`fusion.snb.SNBResult`."""
 
-    ``mask`` (1 where the secondary's noise was taken) is derived from the two saliency maps
-    unless given; ``raw_p``/``raw_s`` (before the softmax) are None unless captured ("full").
-    """
-
-    __slots__ = ("index", "t", "saliency_p", "saliency_s", "raw_p", "raw_s", "_mask")
-
-    def __init__(self, index: int, t: int, mask: torch.Tensor | None = None, saliency_p: torch.Tensor | None = None,
-                 saliency_s: torch.Tensor | None = None, raw_p: torch.Tensor | None = None,
-                 raw_s: torch.Tensor | None = None):
-        if saliency_p is None or saliency_s is None:
-            raise ValueError("SaliencyStep needs saliency_p and saliency_s")
-        self.index, self.t = int(index), int(t)
-        self.saliency_p, self.saliency_s, self.raw_p, self.raw_s = saliency_p, saliency_s, raw_p, raw_s
-        self._mask = mask
-
-    @property
-    def mask(self) -> torch.Tensor:
-        if self._mask is None:
-            self._mask = (self.saliency_s > self.saliency_p).to(self.saliency_p.dtype)
-        return self._mask
-
-    @property
-    def secondary_share(self) -> torch.Tensor:
-        return self.mask.flatten(1).mean(dim=1)
+    index: int = field(default=0, kw_only=True)
+    t: int = field(default=0, kw_only=True)
 
     def __repr__(self) -> str:
         return f"SaliencyStep(index={self.index}, t={self.t}, shape={tuple(self.saliency_p.shape)})"
+
+    def __reduce__(self):
+        """Pickled as numpy arrays: what crosses a process boundary (ZeroGPU's GPU worker) is plain
+        CPU data, no torch tensor; unpickled, the maps are CPU tensors again (bit-equal)."""
+        maps = tuple(None if x is None else x.detach().cpu().numpy()
+                     for x in (self.saliency_p, self.saliency_s, self.raw_p, self.raw_s))
+        return _step_from_arrays, (self.index, self.t) + maps
+
+
+def _step_from_arrays(index, t, *maps) -> SaliencyStep:
+    return SaliencyStep(None, *(None if a is None else torch.from_numpy(a) for a in maps), index=index, t=t)
 
 
 class SaliencyRecorder:
@@ -70,11 +73,15 @@ class SaliencyRecorder:
         maps = (r.saliency_p, r.saliency_s) + ((r.raw_p, r.raw_s) if self.level == "full" else ())
         self._kept.append((int(event.index), int(event.t), maps))
 
-    def steps(self) -> list[SaliencyStep]:
-        """Every captured step, moved to the CPU as float32 in one transfer."""
+    def steps(self, total_steps: int = 0, size: tuple[int, int] = (0, 0), primary: str = "general"
+              ) -> SaliencyTrace:
+        """Every captured step, moved to the CPU as float32 in one transfer, as the request's trace
+        (``total_steps``, ``size`` = (W, H) of the images, ``primary``: what the view needs)."""
+        trace = SaliencyTrace([], total_steps, size, primary=primary)
         if not self._kept:
-            return []
+            return trace
         stacked = torch.stack([torch.stack(maps) for _, _, maps in self._kept]).detach()
         stacked = stacked.to(device="cpu", dtype=torch.float32)
         self._kept, kept = [], self._kept
-        return [SaliencyStep(i, t, None, *stacked[j]) for j, (i, t, _) in enumerate(kept)]
+        trace.extend(SaliencyStep(None, *stacked[j], index=i, t=t) for j, (i, t, _) in enumerate(kept))
+        return trace

@@ -27,22 +27,25 @@ from .sampler import (SamplerStats, StepEvent, Trajectory, UNetDenoiser, _check_
 from .schedule import FusionSelection
 from .schedulers import make_solver
 from .capture import SaliencyRecorder, SaliencyStep
+from .views import SaliencyTrace
 from .settings import (TRAJECTORIES, FusionRequest, FusionSettings, PairChoice, SettingsError, check_image_side,
                        check_prompts, check_seeds)
 from .fastpath import resolve_batching
 
-__all__ = ["FusionSettings", "FusionRequest", "PairChoice", "SaliencyStep", "FusionResult", "FusionPipeline",
-           "TRAJECTORIES", "to_uint8", "to_pil", "initial_noise"]
+__all__ = ["FusionSettings", "FusionRequest", "PairChoice", "SaliencyStep", "SaliencyTrace", "FusionResult",
+           "FusionPipeline", "TRAJECTORIES", "to_uint8", "to_pil", "initial_noise", "preview_due"]
 
 
 @dataclass
 class FusionResult:
-    """Images per trajectory ((n, 3, H, W) float in [0, 1], CPU) for one seed, and what was seen."""
+    """Images per trajectory ((n, 3, H, W) float in [0, 1], CPU) for one seed, and what was seen:
+    ``saliency``, the fused run's captured SNB steps (:class:`fusion.views.SaliencyTrace`; empty
+    with ``capture_saliency=False``)."""
 
     seed: int
     settings: FusionSettings
     images: dict[str, torch.Tensor]
-    saliency: list[SaliencyStep] = field(default_factory=list)
+    saliency: SaliencyTrace = field(default_factory=SaliencyTrace)
     stats: SamplerStats = field(default_factory=SamplerStats)
     seconds: float = 0.0
 
@@ -63,6 +66,13 @@ def to_uint8(images: torch.Tensor, rounding: str = "round") -> np.ndarray:
 
 def to_pil(images: torch.Tensor, rounding: str = "round") -> list[Image.Image]:
     return [Image.fromarray(a) for a in to_uint8(images, rounding)]
+
+
+def preview_due(index: int, total: int, every: int) -> bool:
+    """Whether step ``index`` (0-based) of ``total`` gets a decoded preview at ``every`` steps:
+    after steps every, 2 every, ... but not after the last step (the final decode follows)."""
+    done = index + 1
+    return bool(every) and done % every == 0 and done < total
 
 
 def initial_noise(seed: int, n: int, channels: int, h: int, w: int) -> torch.Tensor:
@@ -249,11 +259,19 @@ class FusionPipeline:
         seeds: Sequence[int] = (6854,),
         callback: Callable[[int, StepEvent], None] | None = None,
         cancel=None,
+        preview_every: int = 0,
     ) -> list[FusionResult]:
         """Run one request for each seed. ``prompt`` goes to the expert, ``prompt1`` (default: the
-        same text) to the general model. ``callback(seed_index, event)`` after every step."""
+        same text) to the general model. ``callback(seed_index, event)`` after every step.
+
+        ``preview_every``: with a callback, every this many steps (not on the last one, which the
+        final decode follows) the event carries ``preview``: every trajectory's predicted x_0
+        decoded as :meth:`decode` does (0: no previews). A Stop is honoured before a preview's decode.
+        """
         prompt1 = prompt if prompt1 is None else prompt1
         s = self.check_inputs(prompt, prompt1, settings or FusionSettings(), list(seeds))
+        if isinstance(preview_every, bool) or not isinstance(preview_every, (int, np.integer)) or preview_every < 0:
+            raise ValueError(f"preview_every must be an integer >= 0, got {preview_every!r}")
         primary, _ = self.roles(s.primary)
         trajectories = self.encode(prompt, prompt1, s)
         solver = make_solver(s.sampler, primary.scheduler_config, s.steps)
@@ -271,6 +289,9 @@ class FusionPipeline:
             def on_step(ev: StepEvent, si=si, recorder=recorder):
                 recorder.record(ev)
                 if callback is not None:
+                    if preview_due(ev.index, ev.total, preview_every):
+                        _check_cancel(cancel)
+                        ev = replace(ev, preview=self.decode(dict(ev.pred_x0), s))
                     callback(si, ev)
 
             latents, stats = sample_trajectories(
@@ -279,6 +300,7 @@ class FusionPipeline:
             _check_cancel(cancel)  # a Stop during the last step skips the decode
             stats.choices.update(batch_trajectories=batch, batch_reason=why, sampler=s.sampler, share=s.share)
             images = self.decode(latents, s)
-            results.append(FusionResult(seed=int(seed), settings=s, images=images, saliency=recorder.steps(),
+            trace = recorder.steps(s.steps, (s.width, s.height), s.primary)
+            results.append(FusionResult(seed=int(seed), settings=s, images=images, saliency=trace,
                                         stats=stats, seconds=time.perf_counter() - t0))
         return results

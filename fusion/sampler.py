@@ -121,7 +121,9 @@ class StepEvent:
 
     ``latents``/``pred_x0``: per trajectory name, x_{t-1} and the predicted x_0 at this step.
     ``snb``: per fused trajectory name, the :class:`fusion.snb.SNBResult` of this step (only on
-    SNB steps).
+    SNB steps). ``preview``: per trajectory name, ``pred_x0`` decoded to images ((n, 3, H, W) in
+    [0, 1], CPU) on the steps a caller asked for (``FusionPipeline(..., preview_every=N)``), else
+    None; the sampler itself never decodes.
     """
 
     index: int
@@ -130,6 +132,7 @@ class StepEvent:
     latents: dict[str, torch.Tensor]
     pred_x0: dict[str, torch.Tensor]
     snb: dict[str, snb.SNBResult] = field(default_factory=dict)
+    preview: dict[str, torch.Tensor] | None = None
 
 
 @dataclass

@@ -13,36 +13,46 @@ Pure tensor math: no models, no state, any latent size.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["SNBResult", "guided", "smooth", "raw_saliency", "spatial_softmax", "blend"]
+__all__ = ["SNBResult", "guided", "smooth", "raw_saliency", "spatial_softmax", "take_secondary", "secondary_mask",
+           "secondary_share", "blend"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SNBResult:
-    """What one SNB step produced.
+    """What one SNB step produced; also the record the saliency trace keeps of it
+    (:mod:`fusion.capture`), so the maps go from the blend to the view as one type.
 
-    eps:         blended guided noise, shape of the inputs (B, C, h, w)
-    mask:        (B, 1, h, w) float, 1 where the secondary's noise was taken
+    eps:         blended guided noise (B, C, h, w); None in a trace (the view does not show it)
     saliency_p:  (B, 1, h, w) primary saliency after the spatial softmax (sums to 1 per sample)
     saliency_s:  (B, 1, h, w) secondary saliency after the spatial softmax
-    raw_p:       (B, 1, h, w) primary saliency before the softmax (smoothed, channel mean)
-    raw_s:       (B, 1, h, w) secondary saliency before the softmax
+    raw_p:       (B, 1, h, w) primary saliency before the softmax (smoothed, channel mean);
+                 None in a trace captured without "full"
+    raw_s:       (B, 1, h, w) secondary saliency before the softmax (likewise)
+
+    ``mask`` and ``secondary_share`` are derived from the two saliency maps when first read
+    (:func:`secondary_mask`, :func:`secondary_share`) and then kept. Compared by identity.
     """
 
-    eps: torch.Tensor
-    mask: torch.Tensor
+    eps: torch.Tensor | None
     saliency_p: torch.Tensor
     saliency_s: torch.Tensor
-    raw_p: torch.Tensor
-    raw_s: torch.Tensor
+    raw_p: torch.Tensor | None = None
+    raw_s: torch.Tensor | None = None
 
-    @property
+    @cached_property
+    def mask(self) -> torch.Tensor:
+        """(B, 1, h, w) float, 1 where the secondary's noise was taken (the spec's step 7)."""
+        return secondary_mask(self.saliency_p, self.saliency_s)
+
+    @cached_property
     def secondary_share(self) -> torch.Tensor:
         """Fraction of latent pixels taken from the secondary, one value per sample."""
-        return self.mask.flatten(1).mean(dim=1)
+        return secondary_share(self.mask)
 
 
 def guided(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
@@ -68,6 +78,22 @@ def spatial_softmax(x: torch.Tensor, sharpness: float) -> torch.Tensor:
     """Softmax of ``sharpness * x`` over all h*w positions of each sample."""
     b, c, h, w = x.shape
     return torch.softmax(sharpness * x.reshape(b, c, h * w), dim=-1).reshape(b, c, h, w)
+
+
+def take_secondary(saliency_p: torch.Tensor, saliency_s: torch.Tensor) -> torch.Tensor:
+    """The hard mask (the spec's step 7) as booleans: True where Λ'_s > Λ'_p strictly (ties go to the primary)."""
+    return saliency_s > saliency_p
+
+
+def secondary_mask(saliency_p: torch.Tensor, saliency_s: torch.Tensor) -> torch.Tensor:
+    """The hard mask M (the spec's step 7) in the maps' dtype: 1 where the secondary's noise is taken."""
+    return take_secondary(saliency_p, saliency_s).to(saliency_p.dtype)
+
+
+def secondary_share(mask: torch.Tensor) -> torch.Tensor:
+    """Share of latent pixels taken from the secondary: the mean of M over h*w, per sample
+    (float32 whatever the mask's dtype: a float16 mean would round the share)."""
+    return mask.flatten(1).float().mean(dim=1)
 
 
 def blend(
@@ -101,7 +127,5 @@ def blend(
     raw_s = raw_saliency(eps_s_cond, eps_s_uncond if own_uncond else eps_p_uncond, guidance_scale)
     sal_p = spatial_softmax(raw_p, kg)
     sal_s = spatial_softmax(raw_s, ke)
-    take_s = sal_s > sal_p
-    eps = torch.where(take_s, g_s, g_p)  # (B,1,h,w) broadcasts over the latent channels
-    return SNBResult(eps=eps, mask=take_s.to(g_p.dtype), saliency_p=sal_p, saliency_s=sal_s,
-                     raw_p=raw_p, raw_s=raw_s)
+    eps = torch.where(take_secondary(sal_p, sal_s), g_s, g_p)  # (B,1,h,w) broadcasts over the latent channels
+    return SNBResult(eps=eps, saliency_p=sal_p, saliency_s=sal_s, raw_p=raw_p, raw_s=raw_s)

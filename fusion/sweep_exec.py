@@ -147,7 +147,7 @@ def run_chunk(pipe: FusionPipeline, spec: SweepSpec, chunk: Chunk, cancel=None,
         def on_step(ev: StepEvent):
             nonlocal done
             for name, r in ev.snb.items():
-                m = r.mask.detach().float().flatten(1).mean(dim=1).cpu()
+                m = r.secondary_share.detach().cpu()
                 share_sum[name] = share_sum.get(name, 0) + m
                 share_steps[name] = share_steps.get(name, 0) + 1
             done += 1

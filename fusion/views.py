@@ -1,20 +1,20 @@
 """Pictures of what SNB did: saliency heat maps, mask overlays, the secondary-share plot.
 
 Pure presentation (numpy + PIL, no models): the app and notebooks call these on the
-:class:`fusion.pipeline.SaliencyStep` list a :class:`fusion.pipeline.FusionResult` carries.
+:class:`SaliencyTrace` a :class:`fusion.pipeline.FusionResult` carries.
 
 * :func:`jet` - a jet-like colour map (blue -> cyan -> yellow -> red) written with numpy.
 * :func:`heatmap` - a (h, w) map upscaled to the image size and coloured.
 * :func:`mask_overlay` - the fused image with the pixels taken from the secondary tinted.
-* :class:`SaliencyTrace` - one sample's maps of every captured step as compact numpy arrays
-  (what a UI keeps to scrub through steps without re-running anything), with
-  :meth:`SaliencyTrace.panels` giving the three pictures of one step.
+* :class:`SaliencyTrace` - a request's captured SNB steps (the one saliency type from the
+  sampler to the view; what a UI keeps to scrub through steps without re-running anything),
+  with :meth:`SaliencyTrace.panels` giving the three pictures of one step.
 * :func:`share_plot` - a small PNG-ready plot of the share of latent pixels taken from the
   secondary over the denoising steps, with the step being viewed marked.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Sequence
 
 import numpy as np
@@ -126,47 +126,62 @@ def side_by_side(images: Sequence[Image.Image], gap: int = 4, background=(255, 2
     return out
 
 
-@dataclass
-class SaliencyTrace:
-    """One sample's SNB maps at every captured step, kept as small float32 arrays.
+class SaliencyTrace(list):
+    """One request's captured SNB steps and how to show them: the one saliency type from the
+    sampler to the view.
 
-    ``steps``/``timesteps``: the denoising step index (0-based) and DDPM timestep of each
-    captured step; ``saliency_p``/``saliency_s``/``mask``: (k, h, w) at latent resolution;
-    ``total_steps``: steps of the whole run (for the plot's x axis); ``size``: (W, H) of the
-    images the maps are shown at.
+    A list of :class:`fusion.capture.SaliencyStep` (each holds what :func:`fusion.snb.blend`
+    produced at that step, maps (n, 1, h, w), CPU), with what the view needs: ``total_steps``
+    (steps of the whole run, for the plot's x axis), ``size`` ((W, H) of the images the maps are
+    shown at), ``primary`` and ``sample`` (the sample the view shows). The view's arrays
+    (``saliency_p``/``saliency_s``/``mask``: that sample's maps as (k, h, w) float32 numpy) are
+    derived when first asked for; nothing is copied before.
     """
 
-    steps: list[int]
-    timesteps: list[int]
-    saliency_p: np.ndarray
-    saliency_s: np.ndarray
-    mask: np.ndarray
-    total_steps: int
-    size: tuple[int, int]
-    primary: str = "general"
-    labels: dict = field(default_factory=dict)
+    def __init__(self, steps: Sequence = (), total_steps: int = 0, size: tuple[int, int] = (0, 0), sample: int = 0,
+                 primary: str = "general"):
+        super().__init__(steps)
+        self.total_steps, self.size = int(total_steps), (int(size[0]), int(size[1]))
+        self.sample, self.primary = int(sample), primary
 
     @classmethod
     def from_steps(cls, saliency: Sequence, total_steps: int, size: tuple[int, int], sample: int = 0,
                    primary: str = "general") -> "SaliencyTrace":
-        """From :class:`fusion.pipeline.SaliencyStep` objects (maps (n, 1, h, w) each)."""
-        def stack(attr):
-            if not saliency:
-                return np.zeros((0, 1, 1), dtype=np.float32)
-            return np.stack([_as_2d(getattr(s, attr)[sample]) for s in saliency]).astype(np.float32)
-        return cls(steps=[int(s.index) for s in saliency], timesteps=[int(s.t) for s in saliency],
-                   saliency_p=stack("saliency_p"), saliency_s=stack("saliency_s"), mask=stack("mask"),
-                   total_steps=int(total_steps), size=(int(size[0]), int(size[1])), primary=primary)
-
-    def __len__(self) -> int:
-        return len(self.steps)
+        """The same steps (no copy) viewed at ``size``, showing ``sample``."""
+        return cls(saliency, total_steps, size, sample, primary)
 
     @property
-    def secondary_share(self) -> np.ndarray:
-        """Fraction of latent pixels taken from the secondary at each captured step."""
+    def steps(self) -> list[int]:
+        """The denoising step index (0-based) of each captured step."""
+        return [int(s.index) for s in self]
+
+    @property
+    def timesteps(self) -> list[int]:
+        """The timestep of each captured step."""
+        return [int(s.t) for s in self]
+
+    def _maps(self, attr: str) -> np.ndarray:
         if not len(self):
-            return np.zeros(0)
-        return self.mask.reshape(len(self), -1).mean(axis=1)
+            return np.zeros((0, 1, 1), dtype=np.float32)
+        return np.stack([_as_2d(getattr(s, attr)[self.sample]) for s in self]).astype(np.float32)
+
+    @cached_property
+    def saliency_p(self) -> np.ndarray:
+        return self._maps("saliency_p")
+
+    @cached_property
+    def saliency_s(self) -> np.ndarray:
+        return self._maps("saliency_s")
+
+    @cached_property
+    def mask(self) -> np.ndarray:
+        return self._maps("mask")
+
+    @cached_property
+    def secondary_share(self) -> np.ndarray:
+        """Fraction of latent pixels taken from the secondary at each captured step (the steps'
+        own :attr:`fusion.snb.SNBResult.secondary_share`, for the view's sample)."""
+        return np.array([float(s.secondary_share[self.sample]) for s in self], dtype=np.float64)
 
     def _check(self, k: int) -> int:
         if not len(self):

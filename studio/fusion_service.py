@@ -55,7 +55,7 @@ class Preview:
 @dataclass
 class FuseOutcome:
     images: dict              # "general", "expert", "fused" -> PIL image
-    trace: object             # fusion.views.SaliencyTrace of sample 0
+    trace: object             # fusion.views.SaliencyTrace of the run (CPU; pickled as numpy; the view shows sample 0)
     primary: str
     fusion_selection: str
     seconds: float            # sampling + decoding
@@ -196,7 +196,6 @@ class FusionService:
 
     def _run(self, general, expert, req: FuseRequest, seed: int, sel_text: str, cancel, previews, lora=None):
         from fusion.pipeline import to_pil
-        from fusion.views import SaliencyTrace
 
         t_load = time.perf_counter()
         loads_before = self.cache.loads
@@ -212,26 +211,22 @@ class FusionService:
         s = pipe.check_inputs(req.prompt, req.prompt1 or req.prompt, s, [seed])
         every = self._every(s.steps)
 
-        def on_step(si, ev):
-            done = ev.index + 1
-            if previews is None or cancel.is_set():
+        def on_step(si, ev):  # forwards the pipeline's previews (decoded there, every ``every`` steps)
+            if cancel.is_set():
                 return
-            if not every or done % every or done >= ev.total:
-                previews.put(("preview", Preview(done, ev.total, None)))  # progress only
-                return
-            imgs = pipe.decode(dict(ev.pred_x0), s)
-            previews.put(("preview", Preview(done, ev.total, {k: to_pil(v[:1])[0] for k, v in imgs.items()})))
+            imgs = None if ev.preview is None else {k: to_pil(v[:1])[0] for k, v in ev.preview.items()}
+            previews.put(("preview", Preview(ev.index + 1, ev.total, imgs)))  # imgs None: progress only
 
         try:
-            [res] = pipe(req.prompt, req.prompt1 or req.prompt, s, seeds=[seed], callback=on_step, cancel=cancel)
+            [res] = pipe(req.prompt, req.prompt1 or req.prompt, s, seeds=[seed],
+                         callback=None if previews is None else on_step, cancel=cancel,
+                         preview_every=every if previews is not None else 0)
         except BaseException as e:
             if is_oom(e):
                 k0, k1 = self.cache.key(general), self.cache.key(expert)
                 self.cache.evict(keep=(k0, k1))
             raise
         images = {k: res.pil(k)[0] for k in res.images}
-        trace = SaliencyTrace.from_steps(res.saliency, total_steps=s.steps, size=(s.width, s.height),
-                                         primary=s.primary)
-        return FuseOutcome(images=images, trace=trace, primary=s.primary, fusion_selection=sel_text,
+        return FuseOutcome(images=images, trace=res.saliency, primary=s.primary, fusion_selection=sel_text,
                            seconds=res.seconds, load_seconds=load_seconds, calls=dict(res.stats.calls),
                            shared_components=list(pipe.shared_components))

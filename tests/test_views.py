@@ -59,8 +59,7 @@ def _steps(k=5, n=2, h=4, w=4):
     for i in range(k):
         sp = torch.rand(n, 1, h, w, generator=g)
         ss = torch.rand(n, 1, h, w, generator=g)
-        out.append(SaliencyStep(index=i + 2, t=900 - 100 * i, mask=(ss > sp).float(), saliency_p=sp, saliency_s=ss,
-                                raw_p=sp, raw_s=ss))
+        out.append(SaliencyStep(None, saliency_p=sp, saliency_s=ss, raw_p=sp, raw_s=ss, index=i + 2, t=900 - 100 * i))
     return out
 
 
@@ -84,7 +83,7 @@ def test_trace_shared_scale_colours_compare():
     sp = torch.full((1, 1, 2, 2), 0.1)
     ss = torch.full((1, 1, 2, 2), 0.05)
     ss[0, 0, 0, 0] = 0.5
-    step = SaliencyStep(0, 981, (ss > sp).float(), sp, ss, sp, ss)
+    step = SaliencyStep(None, sp, ss, sp, ss, index=0, t=981)
     tr = SaliencyTrace.from_steps([step], 1, (2, 2))
     hp, hs, _ = tr.panels(0)
     assert np.asarray(hs)[0, 0, 0] > np.asarray(hp)[0, 0, 0]
