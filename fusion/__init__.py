@@ -8,7 +8,8 @@
 Modules: snb (the blending math), schedule (fusion_selection and modes), ddim (the DDIM schedule,
 step and inverse step), paths (the project's folders), testing (tiny models), sampler (DDIM over
 denoiser callables), loading (offline model loading), pipeline (the stages), views (saliency
-heat maps), cli (the reference command line).
+heat maps), settings (one request: FusionRequest = PairChoice + prompts + seeds + FusionSettings,
+validated without models), cli (the reference command line).
 """
 from importlib import import_module
 
@@ -17,7 +18,8 @@ from importlib import import_module
 _EXPORTS = {
     "DiffusionModel": "loading", "IncompatibleModelsError": "loading", "ModelLoadError": "loading",
     "load_model": "loading", "FusionPipeline": "pipeline", "FusionResult": "pipeline",
-    "FusionSettings": "pipeline", "Cancelled": "ddim", "FusionSelection": "schedule",
+    "FusionSettings": "settings", "FusionRequest": "settings", "PairChoice": "settings",
+    "SettingsError": "settings", "Cancelled": "ddim", "FusionSelection": "schedule",
     "parse_fusion_selection": "schedule", "SNBResult": "snb", "blend": "snb",
 }
 __all__ = list(_EXPORTS)

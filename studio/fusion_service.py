@@ -14,35 +14,41 @@ from typing import Iterator
 
 from .gpu import StudioError, WorkSlots, friendly_error, is_oom
 from .limits import Limits, whole_number
-from .models import geometry, resolve_lora, resolve_model
+from .models import geometry
+from .requests import APP, ModelPick
 
 __all__ = ["FuseRequest", "Preview", "FuseOutcome", "FusionService"]
 
 
 @dataclass
-class FuseRequest:
-    general: str
-    expert: str
+class FuseRequest(ModelPick):
+    """One Fusion tab request as the UI and the API send it (not yet checked): the pickers'
+    values (:class:`studio.requests.ModelPick`: ``general``, ``expert``, path boxes, LoRAs),
+    the prompts and the settings under the app's names, with the app's defaults
+    (:data:`studio.requests.APP`). :meth:`FusionService.check` makes it the library's
+    :class:`fusion.settings.FusionRequest`."""
+
     prompt: str                       # the expert's prompt
     prompt1: str = ""                 # the general model's prompt ("" = same as prompt)
     negative_prompt: str = ""
-    seed: int = 6854
-    steps: int = 50
-    guidance: float = 7.5
+    seed: int = APP.seed
+    steps: int = APP.steps
+    guidance: float = APP.guidance
     height: int | None = None
     width: int | None = None
-    fusion_selection: str = "600,1,1"
-    mode: int = 2
-    primary: str = "general"
-    sampler: str = "ddim"             # fusion.schedulers.SAMPLERS
-    general_path_box: str = ""
-    expert_path_box: str = ""
-    general_lora: str = ""            # LoRA picker value / path box per side ("" = no LoRA)
-    general_lora_path_box: str = ""
-    general_lora_scale: float = 1.0
-    expert_lora: str = ""
-    expert_lora_path_box: str = ""
-    expert_lora_scale: float = 1.0
+    fusion_selection: str = APP.fusion_selection
+    mode: int = APP.mode
+    primary: str = APP.primary
+    sampler: str = APP.sampler        # fusion.schedulers.SAMPLERS
+
+    def settings(self, steps: int, height: int | None, width: int | None):
+        """The library's settings of this request (``steps``, sizes: already whole numbers)."""
+        from fusion.settings import FusionSettings
+        return FusionSettings(
+            fusion_selection=str(self.fusion_selection).strip(), mode=self.mode, primary=self.primary, steps=steps,
+            sampler=self.sampler or "ddim", guidance_scale=self.guidance, height=height, width=width,
+            n_samples=APP.n_samples, negative_prompt=self.negative_prompt or "", capture_saliency=True,
+            batch_trajectories=None)  # the library's measured choice for the device
 
 
 @dataclass
@@ -91,14 +97,23 @@ class FusionService:
         self.limits = limits or Limits()
 
     # ---- the request ------------------------------------------------------------------------
-    def _settings(self, req: FuseRequest, device_type: str):
-        from fusion.pipeline import FusionSettings
-        return FusionSettings(
-            fusion_selection=str(req.fusion_selection).strip(), mode=int(req.mode), primary=req.primary,
-            steps=int(req.steps), sampler=req.sampler or "ddim", guidance_scale=float(req.guidance),
-            height=int(req.height) if req.height else None, width=int(req.width) if req.width else None,
-            n_samples=1, negative_prompt=req.negative_prompt or "", capture_saliency=True,
-            batch_trajectories=None)  # the library's measured choice for the device
+    def check(self, req: FuseRequest):
+        """``req`` as the library's validated :class:`fusion.settings.FusionRequest`, or a
+        :class:`studio.gpu.StudioError`; nothing loads. The app's own part: models through the
+        policy, JSON numbers as whole numbers, the app's size limit; the rest is the request's."""
+        from fusion.settings import FusionRequest
+        try:
+            models = req.pair(self.policy)
+            if self.policy is not None:
+                self.policy.check_fuse(req)
+            seed = whole_number(req.seed, "seed")
+            steps = whole_number(req.steps, "steps")
+            geo = geometry(models.model0 if req.primary == "general" else models.model1)
+            h, w = (self.limits.check_side(label, getattr(req, label), geo) for label in ("height", "width"))
+            return FusionRequest(models, req.prompt, req.prompt1 or req.prompt, (seed,),
+                                 req.settings(steps, h, w)).validated()
+        except (ValueError, TypeError) as e:
+            raise StudioError(str(e)) from None
 
     def _every(self, steps: int) -> int:
         if self.preview_every:
@@ -112,37 +127,14 @@ class FusionService:
         from fusion.pipeline import FusionSettings  # noqa: F401  (import errors surface here, not in the thread)
         from fusion.sampler import Cancelled
 
-        # inputs first: nothing loads for a request that cannot run
-        try:
-            resolve = self.policy.resolve_model if self.policy is not None else resolve_model
-            general = resolve(req.general, req.general_path_box, "General")
-            expert = resolve(req.expert, req.expert_path_box, "Expert")
-            lora = self._lora(req)
-            if self.policy is not None:
-                self.policy.check_fuse(req)
-            from fusion.schedule import check_mode, parse_fusion_selection
-            sel = parse_fusion_selection(str(req.fusion_selection).strip())
-            check_mode(req.mode)
-            from fusion.schedulers import check_sampler
-            check_sampler(req.sampler or "ddim")
-            if req.primary not in ("general", "expert"):
-                raise ValueError(f"primary must be 'general' or 'expert', got {req.primary!r}")
-            seed = whole_number(req.seed, "seed", 0, 2 ** 63 - 1)
-            whole_number(req.steps, "steps", 1, 1000)
-            geo = geometry(general if req.primary == "general" else expert)
-            for label in ("height", "width"):
-                self.limits.check_side(label, getattr(req, label), geo)
-        except (ValueError, TypeError) as e:
-            raise StudioError(str(e)) from None
-
+        request = self.check(req)  # inputs first: nothing loads for a request that cannot run
         cancel = cancel or threading.Event()
         out: "queue.Queue[tuple[str, object]]" = queue.Queue()
 
         def work():
             try:
                 with self.slots.slot(cancel=cancel):
-                    out.put(("outcome", self._run(general, expert, req, seed, sel.text, cancel,
-                                                  out if with_previews else None, lora)))
+                    out.put(("outcome", self._run(request, cancel, out if with_previews else None)))
             except BaseException as e:  # noqa: BLE001 - everything goes back to the caller
                 out.put(("error", e))
 
@@ -181,22 +173,18 @@ class FusionService:
             result = item
         return result
 
-    # ---- in the worker thread ---------------------------------------------------------------
     def _lora(self, req: FuseRequest):
-        """The request's LoRAs as :class:`fusion.lora.LoraSettings` (files are checked at load; in
-        public mode only the offered LoRAs)."""
-        from fusion.lora import LoraSettings
-        resolve = getattr(self.policy, "resolve_lora", resolve_lora)
-        lora = LoraSettings(resolve(req.general_lora, req.general_lora_path_box, "General"),
-                            resolve(req.expert_lora, req.expert_lora_path_box, "Expert"),
-                            req.general_lora_scale if req.general_lora_scale is not None else 1.0,
-                            req.expert_lora_scale if req.expert_lora_scale is not None else 1.0)
-        lora.side(0), lora.side(1)  # scale checks
-        return lora
+        """The request's LoRAs as :class:`fusion.settings.LoraSettings` (as :meth:`check` resolves them)."""
+        return req.pair(self.policy).lora
 
-    def _run(self, general, expert, req: FuseRequest, seed: int, sel_text: str, cancel, previews, lora=None):
+    # ---- in the worker thread ---------------------------------------------------------------
+    def _run(self, req, cancel, previews):
+        """Run the checked :class:`fusion.settings.FusionRequest` ``req``; the model-dependent
+        rules are the pipeline's ``check_inputs``."""
         from fusion.pipeline import to_pil
 
+        general, expert, lora = req.models.model0, req.models.model1, req.models.lora
+        seed, sel_text = req.seeds[0], str(req.settings.fusion_selection)
         t_load = time.perf_counter()
         loads_before = self.cache.loads
         try:
@@ -206,9 +194,7 @@ class FusionService:
                 self.cache.evict()
             raise
         load_seconds = (time.perf_counter() - t_load) if self.cache.loads > loads_before else 0.0
-        primary_model = pipe.roles(req.primary)[0]
-        s = self._settings(req, primary_model.device.type)
-        s = pipe.check_inputs(req.prompt, req.prompt1 or req.prompt, s, [seed])
+        s = pipe.check_inputs(req.prompt, req.prompt1, req.settings, req.seeds)
         every = self._every(s.steps)
 
         def on_step(si, ev):  # forwards the pipeline's previews (decoded there, every ``every`` steps)

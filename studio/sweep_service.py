@@ -11,7 +11,8 @@ from typing import Iterator
 
 from .gpu import StudioError, WorkSlots
 from .limits import Limits, whole_number
-from .models import geometry, resolve_lora, resolve_model
+from .models import geometry
+from .requests import APP, ModelPick
 
 __all__ = ["SweepRequest", "SweepUpdate", "SweepService", "APP_MAX_CELLS"]
 
@@ -20,15 +21,17 @@ APP_MAX_CELLS = 64
 
 
 @dataclass
-class SweepRequest:
-    general: str
-    expert: str
+class SweepRequest(ModelPick):
+    """A Sweep tab request: the Fusion tab's pickers (:class:`studio.requests.ModelPick`) and
+    request, with v1, kg, ke, mode and primary as comma-list axes (app defaults:
+    :data:`studio.requests.APP`; the axes' initial values are the tab's)."""
+
     prompt: str
     prompt1: str = ""
     negative_prompt: str = ""
-    seed: int = 6854
-    steps: int = 20
-    guidance: float = 7.5
+    seed: int = APP.seed
+    steps: int = APP.sweep_steps
+    guidance: float = APP.guidance
     height: int | None = None
     width: int | None = None
     v1: str = "400,600,800"
@@ -36,16 +39,8 @@ class SweepRequest:
     ke: str = "1,3"
     mode: str = "2"
     primary: str = "general"
-    general_path_box: str = ""
-    expert_path_box: str = ""
     judge: bool = False               # toy world: the judge's joint rate per cell
-    sampler: str = "ddim"
-    general_lora: str = ""            # as in studio.fusion_service.FuseRequest
-    general_lora_path_box: str = ""
-    general_lora_scale: float = 1.0
-    expert_lora: str = ""
-    expert_lora_path_box: str = ""
-    expert_lora_scale: float = 1.0
+    sampler: str = APP.sampler
 
 
 @dataclass
@@ -75,45 +70,38 @@ class SweepService:
         self.policy, self.admission = policy, admission
 
     def check(self, req: SweepRequest):
-        """(general path, expert path, SweepSpec, LoraSettings) or a StudioError; nothing loads."""
-        from fusion.lora import LoraSettings
+        """(general path, expert path, SweepSpec, LoraSettings) or a StudioError; nothing loads.
+        The app's own part (models through the policy, the cell cap, JSON numbers, the size
+        limit) is checked here; the rest is the spec's request (:meth:`fusion.sweep_spec.SweepSpec.check`)."""
         from fusion.sweep_spec import SweepAxes, SweepSpec
         try:
-            resolve = self.policy.resolve_model if self.policy is not None else resolve_model
-            resolve_l = self.policy.resolve_lora if self.policy is not None else resolve_lora
-            general = resolve(req.general, req.general_path_box, "General")
-            expert = resolve(req.expert, req.expert_path_box, "Expert")
-            lora = LoraSettings(resolve_l(req.general_lora, req.general_lora_path_box, "General"),
-                                resolve_l(req.expert_lora, req.expert_lora_path_box, "Expert"),
-                                req.general_lora_scale if req.general_lora_scale is not None else 1.0,
-                                req.expert_lora_scale if req.expert_lora_scale is not None else 1.0)
-            lora.side(0), lora.side(1)  # scale checks
+            models = req.pair(self.policy)
             axes = SweepAxes.parse(v1=req.v1 or "", kg=req.kg or "", ke=req.ke or "", mode=req.mode or "",
                                    primary=req.primary or "")
             if axes.size > self.max_cells:
                 raise ValueError(f"the grid has {axes.size} cells; the app runs at most {self.max_cells} "
                                  f"(shorten an axis, or use python -m fusion.sweep)")
-            seed = whole_number(req.seed, "seed", 0, 2 ** 63 - 1)
-            steps = whole_number(req.steps, "steps", 1, 1000)
+            seed = whole_number(req.seed, "seed")
+            steps = whole_number(req.steps, "steps")
             if self.policy is not None:
                 self.policy.check_sweep(axes.size)
                 self.policy.check_fuse(req)
             sizes = {}
             for p in axes.primary:
-                geo = geometry(general if p == "general" else expert)
+                geo = geometry(models.model0 if p == "general" else models.model1)
                 sizes = {label: self.limits.check_side(label, getattr(req, label), geo)
                          for label in ("height", "width")}
+            lora = models.lora
             spec = SweepSpec(req.prompt or "", req.prompt1 or req.prompt or "", seed=seed, axes=axes, steps=steps,
                              guidance_scale=float(req.guidance), height=sizes.get("height"),
                              width=sizes.get("width"), negative_prompt=req.negative_prompt or "",
-                             model0=str(general), model1=str(expert), sampler=req.sampler or "ddim",
-                             lora0=str(lora.lora0) if lora.lora0 else None,
-                             lora1=str(lora.lora1) if lora.lora1 else None, lora0_scale=lora.lora0_scale,
-                             lora1_scale=lora.lora1_scale)
+                             model0=models.model0, model1=models.model1, sampler=req.sampler or "ddim",
+                             lora0=lora.lora0, lora1=lora.lora1, lora0_scale=lora.side(0)[1],
+                             lora1_scale=lora.side(1)[1])
             spec.check(confirm_large=True)
         except (ValueError, TypeError) as e:
             raise StudioError(str(e)) from None
-        return general, expert, spec, lora
+        return models.model0, models.model1, spec, lora
 
     def stream(self, req: SweepRequest, cancel=None) -> Iterator[SweepUpdate]:
         from fusion.sweep_exec import plan_chunks, run_chunk

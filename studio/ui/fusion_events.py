@@ -11,6 +11,7 @@ from fusion.schedule import FusionSelection, parse_fusion_selection
 from .. import examples as ex
 from ..fusion_service import FuseRequest
 from ..gpu import StudioError
+from ..requests import APP
 from .common import AppContext, refuse, session
 from .fusion_tab import FusionTab
 from .model_picker import ModelChoices
@@ -25,19 +26,20 @@ FUSE_INPUTS = ("general", "expert", "general_path", "expert_path", "primary", "p
 
 
 def fuse_request(v: dict) -> FuseRequest:
-    """The request of ``/fuse``'s values by API name; a missing (None) value takes the widget's
-    default. Sizes, seed and steps are checked by the service (studio.limits)."""
+    """The request of ``/fuse``'s values by API name; a missing (None) value takes the app's
+    default (:data:`studio.requests.APP`; a missing seed is 0, missing steps 1, a missing size the
+    model's native size). Everything is checked by the service (:meth:`FusionService.check`)."""
     return FuseRequest(
         general=v["general"], expert=v["expert"], general_path_box=v["general_path"] or "",
-        expert_path_box=v["expert_path"] or "", primary=v["primary"] or "general", prompt=v["prompt"] or "",
+        expert_path_box=v["expert_path"] or "", primary=v["primary"] or APP.primary, prompt=v["prompt"] or "",
         prompt1=v["prompt1"] or "", negative_prompt=v["negative_prompt"] or "",
         seed=v["seed"] if v["seed"] is not None else 0, steps=1 if v["steps"] is None else v["steps"],
-        guidance=float(v["guidance"] if v["guidance"] is not None else 7.5),
+        guidance=float(v["guidance"] if v["guidance"] is not None else APP.guidance),
         height=v["height"] or None, width=v["width"] or None, fusion_selection=v["fusion_selection"] or "",
-        mode=int(v["mode"] if v["mode"] is not None else 2), general_lora=v["general_lora"] or "",
+        mode=int(v["mode"] if v["mode"] is not None else APP.mode), general_lora=v["general_lora"] or "",
         expert_lora=v["expert_lora"] or "", general_lora_path_box=v["general_lora_path"] or "",
         expert_lora_path_box=v["expert_lora_path"] or "", general_lora_scale=v["general_lora_scale"],
-        expert_lora_scale=v["expert_lora_scale"], sampler=v["sampler"] or "ddim")
+        expert_lora_scale=v["expert_lora_scale"], sampler=v["sampler"] or APP.sampler)
 
 
 class FusionEvents:

@@ -13,6 +13,7 @@ from fusion.sampler import Cancelled
 
 from ..fusion_service import FuseRequest
 from ..gpu import StudioError
+from ..requests import APP
 from ..sweep_service import APP_MAX_CELLS, SweepRequest, SweepService
 from .common import AppContext, refuse, session
 from .fusion_tab import FusionTab
@@ -24,7 +25,7 @@ __all__ = ["SweepTab", "SWEEP_INPUTS", "CELL_OUTPUTS"]
 SWEEP_INPUTS = ("general", "expert", "general_path", "expert_path", "prompt", "prompt1", "negative", "seed",
                 "steps", "guidance", "height", "width", "sampler", "general_lora", "expert_lora",
                 "general_lora_path", "expert_lora_path", "general_lora_scale", "expert_lora_scale")
-#: SweepRequest / FuseRequest fields carried over as they are
+#: Fusion tab values carried into the SweepRequest as they are (unless None)
 _CARRIED = ("sampler", "general_lora", "expert_lora", "general_lora_scale", "expert_lora_scale")
 #: the Fusion tab components a clicked cell sets
 CELL_OUTPUTS = ("v1", "kg", "ke", "selection", "mode", "primary")
@@ -44,7 +45,7 @@ def sweep_request(values, axis_values, judge_on) -> SweepRequest:
         general=f["general"], expert=f["expert"], general_path_box=f["general_path"] or "",
         expert_path_box=f["expert_path"] or "", prompt=f["prompt"] or "", prompt1=f["prompt1"] or "",
         negative_prompt=f["negative"] or "", seed=f["seed"] if f["seed"] is not None else 0,
-        steps=f["steps"] if f["steps"] is not None else 1, guidance=float(f["guidance"] or 7.5),
+        steps=f["steps"] if f["steps"] is not None else 1, guidance=float(f["guidance"] or APP.guidance),
         height=f["height"] or None, width=f["width"] or None, judge=bool(judge_on),
         general_lora_path_box=f["general_lora_path"] or "", expert_lora_path_box=f["expert_lora_path"] or "",
         **{k: f[k] for k in _CARRIED if f[k] is not None},
@@ -53,12 +54,10 @@ def sweep_request(values, axis_values, judge_on) -> SweepRequest:
 
 def cell_request(r: SweepRequest, cell) -> FuseRequest:
     """One cell of sweep ``r`` as a Fusion tab request."""
-    return FuseRequest(general=r.general, expert=r.expert, general_path_box=r.general_path_box,
-                       expert_path_box=r.expert_path_box, prompt=r.prompt, prompt1=r.prompt1,
-                       negative_prompt=r.negative_prompt, seed=r.seed, steps=r.steps, guidance=r.guidance,
-                       height=r.height, width=r.width, fusion_selection=str(cell.selection), mode=cell.mode,
-                       primary=cell.primary, general_lora_path_box=r.general_lora_path_box,
-                       expert_lora_path_box=r.expert_lora_path_box, **{k: getattr(r, k) for k in _CARRIED})
+    return FuseRequest(**r.picks(), prompt=r.prompt, prompt1=r.prompt1, negative_prompt=r.negative_prompt,
+                       seed=r.seed, steps=r.steps, guidance=r.guidance, height=r.height, width=r.width,
+                       fusion_selection=str(cell.selection), mode=cell.mode, primary=cell.primary,
+                       sampler=r.sampler)
 
 
 class SweepTab:
