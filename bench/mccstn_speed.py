@@ -4,9 +4,9 @@
     python bench/mccstn_speed.py stylize --weights assets/mccstn --name mccstn_speed_shipped
     python bench/mccstn_speed.py train-smoke [--iters 60] [--stage2 50]
 
-Weights: ``--weights DIR`` (a folder for ``MccSTN.from_pretrained``); by default the synthetic
-parity weights are regenerated into a temporary folder from tests/data/mccstn_parity (speed does
-not depend on the values). Results go to bench/results/mccstn_speed.{json,md} and
+Weights: ``--weights DIR`` (a folder for ``MccSTN.from_pretrained``); by default random
+full-width weights (He-normal convolutions, seeded) are written to a temporary folder in the
+official four-file layout (speed does not depend on the values). Results go to bench/results/mccstn_speed.{json,md} and
 bench/results/mccstn_train_smoke.{json,csv}; the smoke run's loss curve and last sample grid are
 copied to docs/mccstn_train_smoke_loss.png and docs/mccstn_train_smoke_samples.png.
 The machine's load average is recorded next to every timing: on a shared CPU it matters.
@@ -17,9 +17,9 @@ import argparse
 import json
 import os
 import platform
+import math
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,17 +29,36 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results"
 DOCS = ROOT / "docs"
-MAKE_WEIGHTS = ROOT / "tests" / "data" / "mccstn_parity" / "make_weights.py"
+RANDOM_WEIGHTS = "random full-width weights (He-normal convolutions, zero biases, seed 0)"
+
+
+def random_weights(folder: Path, seed: int = 0) -> Path:
+    """Write full-width MccSTN weights in the official four-file layout: every convolution and
+    linear weight drawn from N(0, 2 / fan_in) (He init, so activations keep their scale through
+    the ReLU stack), biases zero. Deterministic for a seed; values carry no meaning."""
+    import torch
+    from torch import nn
+
+    from mccstn import MccSTN
+
+    gen = torch.Generator().manual_seed(seed)
+    model = MccSTN()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                fan_in = m.weight[0].numel()
+                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * math.sqrt(2.0 / fan_in))
+                if m.bias is not None:
+                    m.bias.zero_()
+    model.save_pretrained(folder, fmt="pth")
+    return folder
 
 
 def _weights(arg: str | None) -> tuple[Path, str]:
     if arg:
         return Path(arg), arg
-    tmp = Path(tempfile.mkdtemp(prefix="mccstn_bench_w_"))
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    subprocess.run([sys.executable, str(MAKE_WEIGHTS), str(tmp), "--no-verify"], check=True,
-                   capture_output=True, env=env)
-    return tmp, "synthetic parity weights (tests/data/mccstn_parity/make_weights.py)"
+    tmp = random_weights(Path(tempfile.mkdtemp(prefix="mccstn_bench_w_")))
+    return tmp, RANDOM_WEIGHTS
 
 
 def _machine() -> dict:

@@ -1,6 +1,6 @@
 """Style-injection benchmark on the toy world (a benchmark, not a test).
 
-The training-free engine (mccstn.injection, StyleID attention injection) stylises photo-world
+The training-free engine (styleid.injection, StyleID attention injection) stylises photo-world
 scenes with cartoon-world style images on the toy diffusion models. Each pair is a photo scene
 (content) and a cartoon scene of a *different* colour and shape (style), so the judge can tell
 what came from where. Per arm we report
@@ -44,8 +44,8 @@ import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from fusion.loading import load_model  # noqa: E402
-from mccstn.injection import InjectionSettings, style_transfer  # noqa: E402
-from mccstn.injection_attn import default_layer_indices, estimate_store_bytes  # noqa: E402
+from styleid.injection import InjectionSettings, style_transfer  # noqa: E402
+from styleid.attention import default_layer_indices, estimate_store_bytes  # noqa: E402
 from toyworld.render import COLORS, SHAPES, SIZES, Scene, render  # noqa: E402
 from toyworld.models import DEFAULT_CARTOON, DEFAULT_GENERAL, JUDGE_PATH  # noqa: E402
 

@@ -17,11 +17,11 @@ the cartoon renderer: what a perfect transfer would look like; its IoU is the ce
 eyes and outline are not "saturated"). Outputs bigger than 64 px are area-downsampled for the
 judge. Arms (``--arms``, ``NAME+field=value`` overrides a setting):
 
-* ``styleid``          - StyleID with its published defaults (mccstn.injection, general model): the baseline;
+* ``styleid``          - StyleID with its published defaults (styleid.injection, general model): the baseline;
 * ``styleid-cartoon``  - the same on the cartoon expert;
-* ``expert``           - mccstn.expert_transfer (invert with the general model, sample with the
+* ``expert``           - styleid.expert.expert_transfer (invert with the general model, sample with the
                          cartoon expert), preserve-colour on; ``expert-recolour``: off;
-* ``mccstn``           - MccSTN weights exported to assets/mccstn (none ship), alpha 1, preserve-colour on;
+* ``mccstn``           - the shipped toy-world MccSTN weights (assets/mccstn), alpha 1, preserve-colour on;
                          ``mccstn-recolour``: off.
 
     python bench/style_quality.py                  # 48 benchmark pairs -> bench/results/style_quality.*
@@ -170,18 +170,18 @@ class Runners:
 
     def make(self, kind: str, settings: dict):
         if kind.startswith("injection"):
-            from mccstn.injection import InjectionSettings, style_transfer
+            from styleid.injection import InjectionSettings, style_transfer
             m = self.model("cartoon" if kind.endswith("cartoon") else "general")
             s = InjectionSettings(**settings)
             return lambda c, st: style_transfer(m, c, st, s)[0]
         if kind == "expert":
-            from mccstn.expert_transfer import ExpertTransferSettings, expert_transfer
+            from styleid.expert import ExpertTransferSettings, expert_transfer
             settings = dict(settings)
             g, e = self.model("general"), self.model(settings.pop("sampler", "cartoon"))
             s = ExpertTransferSettings(**settings)
             return lambda c, st: expert_transfer(g, e, c, st, s)[0]
         if kind == "mccstn":
-            from mccstn.mccstn_engine import MccSTNEngine
+            from studio.style_engines.mccstn import MccSTNEngine
             eng = MccSTNEngine(self.mccstn_dir, device="cpu")
             ok, why = eng.availability()
             if not ok:

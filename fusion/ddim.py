@@ -2,7 +2,7 @@
 and the cancellation check every sampling loop makes.
 
 Used by the fusion sampler (:mod:`fusion.sampler`), the training-free style engine
-(:mod:`mccstn.injection`) and the toy world's evaluation sampler (:mod:`toyworld.data`).
+(:mod:`styleid.injection`) and the toy world's evaluation sampler (:mod:`toyworld.data`).
 
 * DDIM (Song et al., "Denoising Diffusion Implicit Models", ICLR 2021, Eq. 12 with eta=0), with
   the timesteps and alphas of the LDM sampler (Rombach et al. 2022, ``ddim.py``): "leading"

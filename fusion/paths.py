@@ -20,4 +20,4 @@ TOY_DEFAULT_PROMPT = TOY_MODELS_DIR / "default_prompt.txt"
 SD1_CONFIG_DIR = ASSETS_DIR / "configs" / "sd1"      # SD 1.x component configs + tokenizer
 SD1_TOKENIZER = SD1_CONFIG_DIR / "tokenizer"
 TOY_JUDGE = ASSETS_DIR / "toyworld" / "judge.safetensors"
-MCCSTN_WEIGHTS_DIR = ASSETS_DIR / "mccstn"           # MccSTN toy weights, when exported (none ship)
+MCCSTN_WEIGHTS_DIR = ASSETS_DIR / "mccstn"           # the shipped MccSTN toy-world weights

@@ -8,8 +8,9 @@ Light to import: the heavy modules (torch networks, training) load on first use.
     img = model.stylize_image("photo.jpg", "painting.jpg", long_side=512)   # PIL in/out
 
 Command lines: ``python -m mccstn`` (stylise) and ``python -m mccstn.train`` (train).
-The app's style tab uses :class:`mccstn.mccstn_engine.MccSTNEngine` through the interface in
-:mod:`mccstn.engines`.
+The package is the network, its checkpoints and its training; the app's style-tab adapter is
+:class:`studio.style_engines.mccstn.MccSTNEngine`, and the training-free diffusion engines are
+the :mod:`styleid` package.
 """
 from __future__ import annotations
 
@@ -19,18 +20,13 @@ from typing import TYPE_CHECKING
 _LAZY = {
     "MccSTN": "mccstn.stylize",
     "CheckpointError": "mccstn.checkpoint",
-    "MccSTNEngine": "mccstn.mccstn_engine",
     "TrainConfig": "mccstn.train",
-    "StyleEngine": "mccstn.engines",
-    "Control": "mccstn.engines",
 }
 
 __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .checkpoint import CheckpointError
-    from .engines import Control, StyleEngine
-    from .mccstn_engine import MccSTNEngine
     from .stylize import MccSTN
     from .train import TrainConfig
 

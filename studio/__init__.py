@@ -9,8 +9,10 @@ the Gradio widgets and the libraries.
 * :mod:`studio.models` - model discovery in the models folder, the embedded toy models.
 * :mod:`studio.fusion_service` - a fusion request: resolve models, run in a worker thread,
   stream previews, cancel, collect the saliency trace.
-* :mod:`studio.engines` - the style-engine registry (lazy imports; unavailable engines listed
-  with their one-line reason, never a crash).
+* :mod:`studio.engines` - the style-engine registry (each engine built once, on first listing;
+  unavailable engines listed with their one-line reason, never a crash).
+* :mod:`studio.style_engines` - the style tab's engine adapters (the StyleEngine interface, its
+  Control type, one module per engine with its UI controls).
 * :mod:`studio.examples` - the example recipes.
 
 * :mod:`studio.ui` - the Gradio UI, one module per tab (the only part that imports gradio;

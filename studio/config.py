@@ -10,7 +10,7 @@ flag                   environment variable        default
 --precision            STUDIO_PRECISION            auto (fp16 on CUDA, fp32 on CPU)
 --memory-budget-gb     STUDIO_MEMORY_BUDGET_GB     60 % of the GPU's memory / 40 % of RAM
 --concurrency          STUDIO_CONCURRENCY          1 (GPU jobs at once)
---mccstn-weights       MCCSTN_WEIGHTS              <models-dir>/mccstn
+--mccstn-weights       MCCSTN_WEIGHTS              <models-dir>/mccstn, else the shipped assets/mccstn
 --threads              STUDIO_THREADS              1 on machines with <= 2 CPUs, else torch's default
 --no-preload           (none)                      the default toy models load right after start
 --share                (none)                      off
@@ -92,8 +92,8 @@ class StudioConfig:
 
     def mccstn_dir(self) -> Path:
         """``--mccstn-weights``; else ``<models-dir>/mccstn`` when it holds weights; else the
-        toy-world weights exported to assets/mccstn (none ship) when present; else ``<models-dir>/mccstn``
-        (so the "unavailable" message names the folder to fill)."""
+        toy-world weights shipped in assets/mccstn (a fresh install has them); else
+        ``<models-dir>/mccstn`` (so the "unavailable" message names the folder to fill)."""
         if self.mccstn_weights:
             return Path(self.mccstn_weights)
         user = Path(self.models_dir) / "mccstn"
@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model jobs (fusion, style transfer) run at once; more wait in one shared queue; "
                         "env STUDIO_CONCURRENCY")
     p.add_argument("--mccstn-weights", type=Path, default=_env("MCCSTN_WEIGHTS"),
-                   help="folder with the MccSTN weights (default: <models-dir>/mccstn); env MCCSTN_WEIGHTS")
+                   help="folder with the MccSTN weights (default: <models-dir>/mccstn when it holds weights, "
+                        "else the shipped toy-world weights in assets/mccstn); env MCCSTN_WEIGHTS")
     p.add_argument("--threads", type=int, default=_env("STUDIO_THREADS"),
                    help="torch CPU threads for model work (on a busy machine 1 can be much faster); "
                         "env STUDIO_THREADS (default: 1 on machines with <= 2 CPUs, else torch's choice)")

@@ -1,25 +1,28 @@
-"""The style-engine registry: every engine the style tab offers, found lazily.
+"""The style-engine registry: every engine the style tab offers, each built once per app.
 
-Each engine is imported only when the registry is first listed; an engine whose import fails,
+Each engine's adapter module (:mod:`studio.style_engines`) is imported with a plain import when
+the registry is first listed; an engine whose import fails (an optional dependency missing),
 whose constructor fails or whose ``availability()`` says no is listed as unavailable with a
-one-line reason (how to make it available), never raised. Engines implement
-:class:`mccstn.engines.StyleEngine`.
+one-line reason (how to make it available), never raised. An engine is built once and kept:
+listing again (``refresh``) asks the same object for its availability; one whose construction
+failed is tried again then. Engines implement :class:`studio.style_engines.base.StyleEngine`;
+``stylize`` always gets ``cancel``.
 
 Built in:
 
-* ``expert`` - :class:`mccstn.expert_engine.ExpertEngine`, subject-keeping diffusion transfer on
-  the embedded toy general model + cartoon expert (first: it measures best in
+* ``expert`` - :class:`studio.style_engines.expert.ExpertEngine`, subject-keeping diffusion
+  transfer on the embedded toy general model + cartoon expert (first: it measures best in
   bench/results/style_quality.md, so it is the default).
-* ``mccstn`` - :class:`mccstn.mccstn_engine.MccSTNEngine` with weights from
-  ``--mccstn-weights`` (default ``<models-dir>/mccstn``, else ``assets/mccstn`` when weights were exported there).
-* ``injection`` - :class:`studio.injection_engine.InjectionEngine`, training-free, on the embedded toy
-  general model (works out of the box). Its diffusion model comes from the app's warm model
-  cache, so the fusion tab and the style tab share one copy.
+* ``mccstn`` - :class:`studio.style_engines.mccstn.MccSTNEngine` with weights from
+  ``--mccstn-weights`` (default ``<models-dir>/mccstn``, else the shipped toy-world weights in ``assets/mccstn``).
+* ``injection`` - :class:`studio.style_engines.injection.InjectionEngine`, training-free, on the
+  embedded toy general model (works out of the box).
+
+The diffusion engines take their models from the app's warm model cache (:mod:`studio.cache`) on
+every run, so the fusion tab and the style tab share one copy and nothing is loaded twice.
 """
 from __future__ import annotations
 
-import importlib
-import inspect
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -44,7 +47,7 @@ class EngineEntry:
     description: str = ""
     available: bool = False
     reason: str = ""
-    controls: list = field(default_factory=list)     # mccstn.engines.Control
+    controls: list = field(default_factory=list)     # studio.style_engines.base.Control
     engine: Any = None
 
     def status_line(self) -> str:
@@ -57,10 +60,23 @@ class EngineEntry:
 class _Spec:
     key: str
     label: str
-    module: str
-    cls: str
-    make: Callable      # (cls, registry) -> engine for listing (cheap: no weights loaded)
-    for_run: Callable | None = None   # (engine, registry) -> engine to run (e.g. with a warm model)
+    make: Callable      # (registry) -> engine, built once (cheap: no weights loaded); may raise ImportError
+
+
+def _expert(reg: "EngineRegistry"):
+    from .style_engines.expert import ExpertEngine
+    return ExpertEngine(*reg.expert_model_paths(), load_pair=reg.expert_models if reg.cache is not None else None)
+
+
+def _mccstn(reg: "EngineRegistry"):
+    from .style_engines.mccstn import MccSTNEngine
+    return MccSTNEngine(reg.config.mccstn_dir(), device=str(reg.config.torch_device()))
+
+
+def _injection(reg: "EngineRegistry"):
+    from .style_engines.injection import InjectionEngine
+    loader = (lambda path: reg.cache.get(path)) if reg.cache is not None else None
+    return InjectionEngine(reg.style_model_path(), loader=loader)
 
 
 class EngineRegistry:
@@ -69,17 +85,12 @@ class EngineRegistry:
         self._entries: dict[str, EngineEntry] | None = None
         self._lock = threading.Lock()
         self.specs: list[_Spec] = [
-            _Spec("expert", "Subject-keeping diffusion (general + cartoon expert)", "mccstn.expert_engine",
-                  "ExpertEngine", make=lambda cls, reg: cls(*reg.expert_model_paths()),
-                  for_run=lambda eng, reg: type(eng)(*reg.expert_models())),
-            _Spec("mccstn", "MccSTN", "mccstn.mccstn_engine", "MccSTNEngine",
-                  make=lambda cls, reg: cls(reg.config.mccstn_dir(), device=str(reg.config.torch_device()))),
-            _Spec("injection", "Style injection (training-free)", "studio.injection_engine", "InjectionEngine",
-                  make=lambda cls, reg: cls(reg.style_model_path()),
-                  for_run=lambda eng, reg: type(eng)(reg.cache.get(reg.style_model_path()))),
+            _Spec("expert", "Subject-keeping diffusion (general + cartoon expert)", _expert),
+            _Spec("mccstn", "MccSTN", _mccstn),
+            _Spec("injection", "Style injection (training-free)", _injection),
         ]
         for key, factory in getattr(config, "extra_engines", []) or []:
-            self.specs.append(_Spec(key, key, "", "", make=lambda cls, reg, f=factory: f(reg.config, reg.cache)))
+            self.specs.append(_Spec(key, key, lambda reg, f=factory: f(reg.config, reg.cache)))
 
     def expert_model_paths(self):
         from .models import TOY_EXPERT, TOY_GENERAL
@@ -96,20 +107,24 @@ class EngineRegistry:
         return self.config.style_model or TOY_GENERAL
 
     # ---- listing ----------------------------------------------------------------------------
-    def _build(self, spec: _Spec) -> EngineEntry:
+    def _build(self, spec: _Spec, engine: Any = None) -> EngineEntry:
+        """The entry of ``spec``: ``engine`` (already built) asked again, else the engine built now."""
         entry = EngineEntry(spec.key, spec.label)
+        if engine is None:
+            try:
+                engine = spec.make(self)
+            except ImportError as e:  # an engine that cannot even import is just unavailable
+                entry.reason = f"its code could not be imported ({type(e).__name__}: {str(e)[:200]})"
+                return entry
+            except Exception as e:  # noqa: BLE001
+                entry.reason = f"it failed to start ({type(e).__name__}: {str(e)[:200]})"
+                return entry
         try:
-            cls = getattr(importlib.import_module(spec.module), spec.cls) if spec.module else None
-        except Exception as e:  # noqa: BLE001 - an engine that cannot even import is just unavailable
-            entry.reason = f"its code could not be imported ({type(e).__name__}: {str(e)[:200]})"
-            return entry
-        try:
-            eng = spec.make(cls, self)
-            entry.engine = eng
-            entry.label = getattr(eng, "name", spec.label) if spec.label == spec.key else spec.label
-            entry.description = getattr(eng, "card", None) or getattr(eng, "description", "") or ""
-            entry.controls = list(eng.controls())
-            ok, why = eng.availability()
+            entry.engine = engine
+            entry.label = getattr(engine, "name", spec.label) if spec.label == spec.key else spec.label
+            entry.description = getattr(engine, "card", None) or getattr(engine, "description", "") or ""
+            entry.controls = list(engine.controls())
+            ok, why = engine.availability()
             entry.available, entry.reason = bool(ok), ("" if ok else str(why))
         except Exception as e:  # noqa: BLE001
             entry.available = False
@@ -117,9 +132,12 @@ class EngineRegistry:
         return entry
 
     def entries(self, refresh: bool = False) -> list[EngineEntry]:
+        """Every engine's entry; ``refresh`` asks the (kept) engines for their availability again."""
         with self._lock:
             if self._entries is None or refresh:
-                self._entries = {s.key: self._build(s) for s in self.specs}
+                old = self._entries or {}
+                self._entries = {s.key: self._build(s, old[s.key].engine if s.key in old else None)
+                                 for s in self.specs}
             return list(self._entries.values())
 
     def get(self, key: str) -> EngineEntry:
@@ -148,7 +166,6 @@ class EngineRegistry:
                 raise StudioError(f"{entry.label} is unavailable: {entry.reason}")
         if content is None or style is None:
             raise StudioError("Give both a content image and a style image.")
-        spec = next(s for s in self.specs if s.key == key)
         known = {c.name for c in entry.controls}
         opts = {k: v for k, v in controls.items() if k in known}
         for c in entry.controls:  # numbers from sliders arrive as floats
@@ -157,21 +174,18 @@ class EngineRegistry:
                 opts[c.name] = int(opts[c.name])
         try:
             with self.slots.slot(cancel=cancel):
-                eng = spec.for_run(entry.engine, self) if spec.for_run else entry.engine
-                kwargs = dict(opts)
-                if cancel is not None and "cancel" in inspect.signature(eng.stylize).parameters:
-                    kwargs["cancel"] = cancel
-                return eng.stylize(content.convert("RGB"), style.convert("RGB"), **kwargs)
+                return entry.engine.stylize(content.convert("RGB"), style.convert("RGB"), cancel=cancel, **opts)
         except StudioError:
             raise
         except Exception as e:  # noqa: BLE001
-            from fusion.sampler import Cancelled
+            from fusion.ddim import Cancelled
             if isinstance(e, Cancelled):
                 raise
             if is_oom(e):
                 self.cache.evict()
-            if not is_oom(e):  # a load failure may make the engine unavailable: refresh its line
+            else:  # a load failure may make the engine unavailable: refresh its line
+                spec = next(s for s in self.specs if s.key == key)
                 with self._lock:
                     if self._entries is not None:
-                        self._entries[key] = self._build(spec)
+                        self._entries[key] = self._build(spec, entry.engine)
             raise StudioError(f"{entry.label}: {friendly_error(e, 'style transfer')}") from e

@@ -146,7 +146,7 @@ def open_upload(path, field: str, limits: Limits = Limits()):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            from mccstn.images import to_rgb
+            from studio.style_engines.inputs import to_rgb
             return to_rgb(img, field)  # 16-bit, transparency and CMYK handled
     except (OSError, ValueError, SyntaxError) as e:
         raise ValueError(f"{field}: the image file is damaged ({str(e)[:80]})") from None

@@ -17,7 +17,7 @@ pytest.importorskip("gradio")
 
 from gradio_client import Client, handle_file  # noqa: E402
 
-from mccstn.engines import Control, StyleEngine  # noqa: E402
+from studio.style_engines.base import Control, StyleEngine  # noqa: E402
 
 
 class BlendEngine(StyleEngine):
@@ -33,7 +33,7 @@ class BlendEngine(StyleEngine):
         return [Control("alpha", "slider", "Alpha", 0.5, 0.0, 1.0, 0.05),
                 Control("size", "number", "Size", 24, 8, 64, 8)]
 
-    def stylize(self, content, style, **controls):
+    def stylize(self, content, style, cancel=None, **controls):
         o = self.check_controls(controls)
         assert isinstance(o["size"], int)
         s = int(o["size"])

@@ -133,11 +133,16 @@ def test_friendly_errors():
     assert friendly_error(ValueError("steps must be >= 1")) == "steps must be >= 1"
 
 
+def _ghost_engine(reg):
+    import no_such_module_xyz  # noqa: F401  (not installed: a plain import that fails)
+    return no_such_module_xyz.Engine()
+
+
 def test_registry_lists_broken_engines_as_unavailable(tmp_path):
     cfg = StudioConfig(models_dir=tmp_path, device="cpu", style_model=tmp_path / "missing",
                        mccstn_weights=tmp_path / "mccstn")  # an empty folder, not the shipped weights
     reg = EngineRegistry(cfg, cache=None, slots=WorkSlots(1))
-    reg.specs.append(_Spec("ghost", "Ghost", "no_such_module_xyz", "Engine", make=lambda cls, r: cls()))
+    reg.specs.append(_Spec("ghost", "Ghost", _ghost_engine))
     es = {e.key: e for e in reg.entries()}
     assert set(es) >= {"mccstn", "injection", "ghost"}
     assert not es["ghost"].available and "could not be imported" in es["ghost"].reason

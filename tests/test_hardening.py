@@ -97,7 +97,7 @@ def sd1_unet():
 
 
 def test_huge_layer_range_is_refused_at_once_with_a_short_error(sd1_unet):
-    from mccstn.injection_attn import parse_layers
+    from styleid.attention import parse_layers
     # the probe: "0-10000000" expanded the whole range (167 s, +985 MB, an 89 MB error)
     seconds, msg = _timed_error(parse_layers, "0-10000000", sd1_unet)
     assert seconds < 0.5 and len(msg) < SHORT_ERROR
@@ -105,7 +105,7 @@ def test_huge_layer_range_is_refused_at_once_with_a_short_error(sd1_unet):
 
 
 def test_layer_lists_longer_than_the_cap_are_refused(sd1_unet):
-    from mccstn.injection_attn import parse_layers
+    from styleid.attention import parse_layers
     _, msg = _timed_error(parse_layers, ",".join(["6"] * 200), sd1_unet)
     assert "at most" in msg and len(msg) < SHORT_ERROR
     _, msg = _timed_error(parse_layers, list(range(10 ** 6)), sd1_unet)
@@ -113,7 +113,7 @@ def test_layer_lists_longer_than_the_cap_are_refused(sd1_unet):
 
 
 def test_layer_ranges_still_parse(sd1_unet):
-    from mccstn.injection_attn import parse_layers
+    from styleid.attention import parse_layers
     assert parse_layers("6-8, 11", sd1_unet) == (6, 7, 8, 11)
     assert parse_index_ranges("1,3-4,4", "f", 0, 5) == [1, 3, 4]
     with pytest.raises(ValueError, match="backwards"):

@@ -13,7 +13,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from mccstn.engines import StyleEngine  # noqa: E402
+from studio.style_engines.base import StyleEngine  # noqa: E402
 
 
 class EchoEngine(StyleEngine):
@@ -27,7 +27,7 @@ class EchoEngine(StyleEngine):
     def controls(self):
         return []
 
-    def stylize(self, content, style, **controls):
+    def stylize(self, content, style, cancel=None, **controls):
         return content.resize((16, 16))
 
 

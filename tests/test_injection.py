@@ -1,4 +1,4 @@
-"""Tests of the training-free attention-injection engine (mccstn.injection, StyleID recipe)."""
+"""Tests of the training-free attention-injection engine (styleid.injection, StyleID recipe)."""
 from __future__ import annotations
 
 import json
@@ -12,12 +12,12 @@ from PIL import Image
 
 from fusion.loading import load_model
 from fusion.sampler import alphas_cumprod
-from mccstn import injection as inj
-from mccstn.injection import InjectionSettings, style_transfer
-from studio.injection_engine import InjectionEngine
-from mccstn.injection_attn import (FeatureStore, InjectionCall, decoder_self_attention_layers,
-                                   default_layer_indices, estimate_store_bytes, injected_attention,
-                                   installed, parse_layers, processor_names)
+from styleid import injection as inj
+from styleid.injection import InjectionSettings, style_transfer
+from studio.style_engines.injection import InjectionEngine
+from styleid.attention import (FeatureStore, InjectionCall, decoder_self_attention_layers,
+                               default_layer_indices, estimate_store_bytes, injected_attention,
+                               installed, parse_layers, processor_names)
 from fusion.testing import SCHEDULER, save_tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent

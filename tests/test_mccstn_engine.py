@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mccstn.engines import StyleEngine
-from mccstn.mccstn_engine import MccSTNEngine
+from studio.style_engines.base import StyleEngine
+from studio.style_engines.mccstn import MccSTNEngine
 from tests.test_mccstn_common import PARITY_DIR, link_weights, parity_weights, single_thread
 
 
@@ -69,7 +69,7 @@ def test_mismatched_weights_reported(tmp_path):
 
 
 def test_import_is_light():
-    code = ("import sys, mccstn, mccstn.engines, mccstn.mccstn_engine; "
+    code = ("import sys, mccstn, studio.style_engines.base, studio.style_engines.mccstn; "
             "bad = [m for m in ('gradio', 'torch', 'diffusers') if m in sys.modules]; "
             "print(bad); assert not bad, bad")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -16,7 +16,7 @@ from PIL import Image
 pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 
-from mccstn.engines import Control, StyleEngine  # noqa: E402
+from studio.style_engines.base import Control, StyleEngine  # noqa: E402
 from studio.public import BUSY, MODEL_REFUSED, PublicLimits, PublicPolicy, public_requested  # noqa: E402
 
 
@@ -33,7 +33,7 @@ class SlowEngine(StyleEngine):
         return [Control("seconds", "number", "Seconds", 0.0, 0.0, 10.0, 0.1),
                 Control("steps", "number", "Steps", 5, 1, 500, 1)]
 
-    def stylize(self, content, style, **controls):
+    def stylize(self, content, style, cancel=None, **controls):
         time.sleep(float(controls.get("seconds", 0)))
         return content.resize((16, 16))
 

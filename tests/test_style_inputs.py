@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mccstn.images import downscale, to_rgb
+from studio.style_engines.inputs import downscale, to_rgb
 from studio.limits import open_upload
 
 

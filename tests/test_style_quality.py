@@ -93,7 +93,7 @@ def test_styleid_baseline_keeps_the_silhouette_of_an_easy_pair(judge, runners):
 
 
 def test_expert_engine_rejects_bad_settings_naming_the_field():
-    from mccstn.expert_engine import ExpertEngine
+    from studio.style_engines.expert import ExpertEngine
 
     eng = ExpertEngine()
     assert eng.availability() == (True, "")

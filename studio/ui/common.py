@@ -85,7 +85,7 @@ def image_upload(**kw) -> gr.Image:
 
 
 def control_widget(c):
-    """A Gradio widget for one engine control (:class:`mccstn.engines.Control`)."""
+    """A Gradio widget for one engine control (:class:`studio.style_engines.base.Control`)."""
     kw = dict(label=c.label, info=c.info or None)
     if c.kind == "slider":
         return gr.Slider(c.minimum if c.minimum is not None else 0, c.maximum if c.maximum is not None else 1,

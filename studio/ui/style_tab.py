@@ -72,7 +72,7 @@ class StyleTab:
             style = open_upload(style, "Style", rt.limits)
             notes = []
             if content is not None and style is not None:
-                from mccstn.images import downscale
+                from studio.style_engines.inputs import downscale
                 (content, n1), (style, n2) = downscale(content, what="content"), downscale(style, what="style")
                 notes = [n for n in (n1, n2) if n]
             out = self.ctx.calls.stylize(engine, content, style, opts)

@@ -1,4 +1,5 @@
-"""The MccSTN style engine for the app's style tab (implements :class:`mccstn.engines.StyleEngine`).
+"""The MccSTN style engine for the app's style tab: the adapter of :class:`mccstn.MccSTN`
+(implements :class:`studio.style_engines.base.StyleEngine`).
 
     engine = MccSTNEngine("models/mccstn")
     ok, why = engine.availability()          # (False, "put ... in models/mccstn") without weights
@@ -7,7 +8,9 @@
 The network loads lazily on the first ``stylize`` call and is cached. Checking availability
 only looks at file names; a file that turns out to be corrupt or mismatched is reported by
 ``stylize`` (a :class:`mccstn.checkpoint.CheckpointError` naming the file and key), after which
-``availability()`` returns that error too.
+``availability()`` returns that error too, until the weight files change.
+
+Importing this module imports neither torch nor gradio (the network loads on first use).
 """
 from __future__ import annotations
 
@@ -20,11 +23,12 @@ from PIL import Image
 
 from fusion.paths import MCCSTN_WEIGHTS_DIR
 
-from .engines import Control, StyleEngine
+from .base import Control, StyleEngine
 
 #: where the app looks when no folder is given; override with the MCCSTN_WEIGHTS variable
 DEFAULT_WEIGHTS_DIR = "models/mccstn"
-#: toy-world weights exported by mccstn.train_export (none ship), used when DEFAULT_WEIGHTS_DIR holds none
+#: the shipped toy-world weights (assets/mccstn, exported by mccstn.train_export), used when
+#: DEFAULT_WEIGHTS_DIR holds none
 SHIPPED_WEIGHTS_DIR = MCCSTN_WEIGHTS_DIR
 OFFICIAL_FILES = ("vgg_normalised.pth", "decoder.pth", "transformer.pth", "discriminator.pth")
 SAFETENSORS_NAME = "mccstn.safetensors"
@@ -42,6 +46,7 @@ class MccSTNEngine(StyleEngine):
         self.device = device
         self._model = None
         self._load_error: Optional[str] = None
+        self._error_stamp: tuple = ()
         self._lock = threading.Lock()
 
     @property
@@ -55,7 +60,9 @@ class MccSTNEngine(StyleEngine):
     # -- StyleEngine -----------------------------------------------------------------------
     def availability(self) -> tuple[bool, str]:
         if self._load_error:
-            return False, self._load_error
+            if self._error_stamp == _stamp(self.weights_dir):
+                return False, self._load_error
+            self._load_error = None  # the files changed since: look at them again
         d = self.weights_dir
         if d.is_file() and d.suffix == ".safetensors":
             return True, ""
@@ -79,7 +86,8 @@ class MccSTNEngine(StyleEngine):
                     maximum=1024, step=64, info="content and style are resized to this long side"),
         ]
 
-    def stylize(self, content: Image.Image, style: Image.Image, **controls: Any) -> Image.Image:
+    def stylize(self, content: Image.Image, style: Image.Image, cancel: Any = None, **controls: Any) -> Image.Image:
+        """One network pass (not interruptible): ``cancel`` is checked once, before it."""
         opts = self.check_controls(controls)
         alpha = float(opts["alpha"])
         if not 0.0 <= alpha <= 1.0:
@@ -91,6 +99,8 @@ class MccSTNEngine(StyleEngine):
             if not isinstance(img, Image.Image):
                 raise TypeError(f"{self.name}: {what} must be a PIL image, got {type(img).__name__}")
         model = self.model()
+        from fusion.ddim import check_cancel
+        check_cancel(cancel, "style transfer cancelled")
         return model.stylize_image(content, style, alpha=alpha, preserve_color=bool(opts["preserve_color"]),
                                    long_side=long_side, small_images="upsample")
 
@@ -104,13 +114,14 @@ class MccSTNEngine(StyleEngine):
                 ok, why = self.availability()
                 if not ok:
                     raise RuntimeError(why)
-                from .checkpoint import CheckpointError
-                from .stylize import MccSTN
+                from mccstn.checkpoint import CheckpointError
+                from mccstn.stylize import MccSTN
 
                 try:
                     self._model = MccSTN.from_pretrained(self.weights_dir, device=self.device)
                 except CheckpointError as exc:
                     self._load_error = f"MccSTN weights in {self.weights_dir} are unusable: {exc}"
+                    self._error_stamp = _stamp(self.weights_dir)
                     raise
         return self._model
 
@@ -120,8 +131,21 @@ class MccSTNEngine(StyleEngine):
         self._load_error = None
 
 
+def _stamp(folder: Path) -> tuple:
+    """(name, size, mtime) of the weight files in ``folder`` (or of the file itself)."""
+    paths = [folder] if folder.is_file() else [folder / n for n in (*OFFICIAL_FILES, SAFETENSORS_NAME)]
+    out = []
+    for p in paths:
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        out.append((p.name, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
 def _default_dir() -> Path:
-    from .checkpoint import find_weights
+    from mccstn.checkpoint import find_weights
 
     user = Path(DEFAULT_WEIGHTS_DIR)
     if find_weights(user)[0] is None and find_weights(SHIPPED_WEIGHTS_DIR)[0] is not None:

@@ -1,4 +1,4 @@
-"""Attention side of the training-free style-injection engine (see :mod:`mccstn.injection`).
+"""Attention side of the training-free style-injection engine (see :mod:`styleid.injection`).
 
 StyleID (Chung et al., "Style Injection in Diffusion: A Training-free Approach for Adapting
 Large-scale Diffusion Models for Style Transfer", CVPR 2024) swaps the keys and values of

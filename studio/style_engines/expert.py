@@ -1,5 +1,6 @@
-"""The style tab's subject-keeping diffusion engine (:mod:`mccstn.expert_transfer` as a
-:class:`mccstn.engines.StyleEngine`): invert with a general model, sample with a style expert.
+"""The style tab's subject-keeping diffusion engine: the adapter that puts
+:func:`styleid.expert.expert_transfer` (invert with a general model, sample with a style expert)
+behind :class:`studio.style_engines.base.StyleEngine`, with its UI controls.
 
     engine = ExpertEngine()   # the embedded toy general model + toy cartoon expert
     out = engine.stylize(content_pil, style_pil, strength=0.5, preserve_color=True)
@@ -10,21 +11,26 @@ import os
 import threading
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 from PIL import Image
 
-from .engines import Control, StyleEngine
-from .expert_transfer import ExpertTransferSettings, expert_transfer
+from fusion.paths import TOY_EXPERT, TOY_GENERAL
+from styleid.expert import ExpertTransferSettings, expert_transfer
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_GENERAL = PROJECT_ROOT / "assets" / "models" / "toy-general"
-DEFAULT_EXPERT = PROJECT_ROOT / "assets" / "models" / "toy-cartoon"
+from .base import Control, StyleEngine
+
+DEFAULT_GENERAL = TOY_GENERAL
+DEFAULT_EXPERT = TOY_EXPERT
 
 
 class ExpertEngine(StyleEngine):
     """``general``/``expert``: model paths (default: the embedded toy pair) or loaded
-    :class:`fusion.loading.DiffusionModel` objects (shared, not copied). Loads lazily."""
+    :class:`fusion.loading.DiffusionModel` objects (shared, not copied). Loads lazily and keeps
+    the models, unless ``load_pair`` is given: a callable returning the loaded (general, expert)
+    pair, asked on every run and never held here (the app passes its warm model cache, so the
+    fusion tab and this engine share one copy and the cache may still evict it).
+    ``last_stats``: the last call's :class:`styleid.injection.InjectionStats`."""
 
     name = "expert"
     description = ("Subject-keeping diffusion style transfer: the content is partly inverted with the "
@@ -32,9 +38,11 @@ class ExpertEngine(StyleEngine):
                    "keeps its shape, size and position, and its colour with 'preserve colour'. "
                    "Weights: the embedded toy models, trained from scratch in the toy world.")
 
-    def __init__(self, general: Any = None, expert: Any = None) -> None:
+    def __init__(self, general: Any = None, expert: Any = None,
+                 load_pair: Optional[Callable[[], tuple]] = None) -> None:
         self._src = {"general": general or DEFAULT_GENERAL, "expert": expert or DEFAULT_EXPERT}
         self._models: dict = {k: v for k, v in self._src.items() if hasattr(v, "unet")}
+        self._load_pair = load_pair
         self._lock = threading.Lock()
         self.last_stats = None
 
@@ -58,6 +66,12 @@ class ExpertEngine(StyleEngine):
                 self._models[role] = load_model(Path(os.fspath(self._src[role])))
             return self._models[role]
 
+    def models(self) -> tuple:
+        """The loaded (general, expert) pair."""
+        if self._load_pair is not None:
+            return tuple(self._load_pair())
+        return self.model("general"), self.model("expert")
+
     def controls(self) -> list[Control]:
         d = ExpertTransferSettings()
         return [
@@ -80,6 +94,6 @@ class ExpertEngine(StyleEngine):
 
     def stylize(self, content: Image.Image, style: Image.Image, cancel=None, callback=None, **controls) -> Image.Image:
         s = self.settings(**controls)  # bad values fail before any loading
-        out, self.last_stats = expert_transfer(self.model("general"), self.model("expert"), content, style, s,
-                                               cancel=cancel, callback=callback)
+        general, expert = self.models()
+        out, self.last_stats = expert_transfer(general, expert, content, style, s, cancel=cancel, callback=callback)
         return out

@@ -1,6 +1,6 @@
 """Subject-keeping diffusion style transfer: invert with the general model, sample with a style expert.
 
-StyleID (:mod:`mccstn.injection`) inverts the content all the way to noise and rebuilds it under
+StyleID (:mod:`styleid.injection`) inverts the content all the way to noise and rebuilds it under
 injected style attention; on the toy models that loses the subject (bench/results/style_quality.md).
 This engine keeps the subject by *not* going all the way:
 
@@ -15,7 +15,8 @@ This engine keeps the subject by *not* going all the way:
    and classifier-free guidance, so the look (flat fill, outline, eyes, background) comes from
    the expert's learned style;
 5. give the output's subject the colour of the content's subject (``preserve_color``, default)
-   or of the style's subject: region-wise colour transfer on the saturated pixels.
+   or of the style's subject: region-wise colour transfer on the saturated pixels
+   (:func:`styleid.colour.match_subject_colour`).
 
 Both models must share the VAE latent space (a fine-tune of one base, as toy-general and
 toy-cartoon, or SD 1.5 and its derivatives). Without an expert, the general model samples too.
@@ -26,12 +27,16 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-import numpy as np
 import torch
 from PIL import Image
 
-from .injection import (InjectionStats, _check_cancel, _eps, _rss_peak, _schedule, adain, decode_latent,
-                        encode_image, grid_multiple, invert, load_image, prepare_images)
+from fusion.ddim import ddim_step
+
+from .attention import FeatureStore, installed, parse_layers, processor_names
+from .colour import match_subject_colour
+from .images import decode_latent, encode_image, grid_multiple, load_image, prepare_images
+from .injection import (InjectionSettings, InjectionStats, _check_cancel, _eps, _rss_peak, _schedule, adain,
+                        invert, sample)
 
 
 @dataclass
@@ -136,8 +141,6 @@ def expert_transfer(general, expert, content: Any, style: Any,
 def _sample_switching(general, expert, x, timesteps, k, alphas, s: ExpertTransferSettings, cancel, callback):
     """DDIM over ``timesteps``: the first ``k`` steps with ``general``, the rest with ``expert``,
     with classifier-free guidance of ``s.prompt`` when ``s.guidance != 1``. Returns (z_0, rows)."""
-    from fusion.sampler import ddim_step
-
     guided = float(s.guidance) != 1.0
     rows, n = 0, len(timesteps)
     contexts = {}
@@ -167,42 +170,9 @@ def _sample_switching(general, expert, x, timesteps, k, alphas, s: ExpertTransfe
     return x, rows
 
 
-SATURATION_MASK = 70  # max - min of RGB (0-255): toy objects are saturated, backgrounds are not
-
-
-def _saturation(a: np.ndarray) -> np.ndarray:
-    return a.max(-1) - a.min(-1)
-
-
-def match_subject_colour(out: Image.Image, content: Image.Image, threshold: float = SATURATION_MASK) -> Image.Image:
-    """Give the output's colourful region the content's colourful-region colour statistics.
-
-    Region-wise mean/std colour transfer (Reinhard et al., "Color Transfer between Images",
-    2001, per RGB channel here): the subject is taken to be the saturated pixels (RGB max - min
-    above ``threshold``) of each image, which in the toy world is the object and nothing else
-    (outlines are dark, eyes black and white, backgrounds grey or cream). Pixels are blended by
-    a soft weight rising from 0.8 x threshold to threshold, so the outline and background (the
-    cartoon cream has a saturation of 45) stay as the expert drew them. Without a colourful region in either image the output is returned.
-    """
-    o = np.asarray(out.convert("RGB"), dtype=np.float32)
-    c = np.asarray(content.convert("RGB").resize(out.size, Image.BICUBIC), dtype=np.float32)
-    mo, mc = _saturation(o) > threshold, _saturation(c) > threshold
-    if mo.sum() < 4 or mc.sum() < 4:
-        return out
-    mean_o, std_o = o[mo].mean(0), o[mo].std(0) + 1e-3
-    mean_c, std_c = c[mc].mean(0), c[mc].std(0)
-    recoloured = (o - mean_o) / std_o * np.minimum(std_c, std_o) + mean_c
-    w = np.clip((_saturation(o) - 0.8 * threshold) / (0.2 * threshold), 0.0, 1.0)[..., None]
-    res = w * recoloured + (1 - w) * o
-    return Image.fromarray(np.clip(np.round(res), 0, 255).astype(np.uint8))
-
-
 def _sample_injected(expert, zt, z0, part, alphas, s: ExpertTransferSettings, cancel, callback):
     """Record content/style self-attention inputs by inverting both with ``expert`` over ``part``,
-    then sample ``zt`` with StyleID injection from them (mccstn.injection's machinery)."""
-    from .injection import InjectionSettings, sample
-    from .injection_attn import FeatureStore, installed, parse_layers, processor_names
-
+    then sample ``zt`` with StyleID injection from them (styleid.injection's machinery)."""
     names = processor_names(expert.unet, parse_layers("default", expert.unet))
     store = FeatureStore(frozenset(names), frozenset(int(t) for t in part))
     settings = InjectionSettings(steps=s.steps, gamma=float(s.gamma), temperature=float(s.temperature),

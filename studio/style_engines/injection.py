@@ -1,6 +1,6 @@
-"""The style tab's training-free engine: the adapter that puts :mod:`mccstn.injection` (StyleID
-attention injection on a diffusion model) behind :class:`mccstn.engines.StyleEngine`, with its UI
-controls. The library itself exposes plain functions (``style_transfer``); this is the app's side.
+"""The style tab's training-free engine: the adapter that puts :mod:`styleid.injection` (StyleID
+attention injection on a diffusion model) behind :class:`studio.style_engines.base.StyleEngine`, with
+its UI controls. The library itself exposes plain functions (``style_transfer``); this is the app's side.
 """
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from pathlib import Path
 from PIL import Image
 
 from fusion.loading import is_model_source, load_model
-from mccstn.engines import Control, StyleEngine
-from mccstn.injection import (DEFAULT_MODEL, FITS, MAX_RESOLUTION, STORES, ImageLike, InjectionSettings,
-                              InjectionStats, load_image, style_transfer)
+from styleid.images import FITS, ImageLike, load_image
+from styleid.injection import DEFAULT_MODEL, MAX_RESOLUTION, STORES, InjectionSettings, InjectionStats, style_transfer
+
+from .base import Control, StyleEngine
 
 __all__ = ["InjectionEngine"]
 
@@ -25,16 +26,19 @@ class InjectionEngine(StyleEngine):
     ``model``: a diffusers folder or single SD 1.x checkpoint path (default: the embedded toy
     general model, ``assets/models/toy-general``), or an already loaded
     :class:`fusion.loading.DiffusionModel` (e.g. the fusion tab's: shared, not copied). The model
-    is loaded on the first :meth:`stylize` and kept. ``last_stats`` holds the last call's
-    :class:`InjectionStats`.
+    is loaded on the first :meth:`stylize` and kept, unless ``loader`` is given: a callable
+    ``path -> loaded model`` asked on every run, whose model is never held here (the app passes
+    its warm model cache's ``get``, so the fusion tab and this engine share one copy and the
+    cache may still evict it). ``last_stats`` holds the last call's :class:`InjectionStats`.
     """
 
     name = "injection"
     description = ("Training-free style transfer on a diffusion model: DDIM inversion and StyleID "
                    "attention injection (no trained style weights needed)")
 
-    def __init__(self, model=None, device=None, dtype=None):
+    def __init__(self, model=None, device=None, dtype=None, loader=None):
         self._model = None
+        self._loader = loader
         self._path: Path | None = None
         if model is None:
             self._path = DEFAULT_MODEL
@@ -66,7 +70,12 @@ class InjectionEngine(StyleEngine):
 
     @property
     def model(self):
-        """The loaded model (loads it on first use)."""
+        """The loaded model (loads it on first use; with ``loader``: the loader's, every time)."""
+        if self._model is None and self._loader is not None:
+            ok, why = self.availability()
+            if not ok:
+                raise ValueError(why)
+            return self._loader(self._path)
         with self._lock:
             if self._model is None:
                 ok, why = self.availability()

@@ -1,8 +1,9 @@
-"""The style-engine interface the app's style tab calls.
+"""The style-engine interface the app's style tab calls, and the :class:`Control` type.
 
-Every engine (the MccSTN network, the training-free attention-injection engine on
-diffusion models, ...) implements :class:`StyleEngine`, so the UI can list them, show
-their controls and call them the same way, without knowing how they work.
+Every engine (the MccSTN network, the training-free engines of :mod:`styleid` on diffusion
+models, ...) implements :class:`StyleEngine`, so the UI can list them, show their controls and
+call them the same way, without knowing how they work. The libraries (:mod:`mccstn`,
+:mod:`styleid`) know nothing of this: each engine module here is the adapter of one of them.
 """
 from __future__ import annotations
 
@@ -49,8 +50,14 @@ class StyleEngine(abc.ABC):
         """The engine's settings with their documented defaults."""
 
     @abc.abstractmethod
-    def stylize(self, content: Image.Image, style: Image.Image, **controls: Any) -> Image.Image:
-        """Stylise ``content`` with the look of ``style``; unknown control names are an error."""
+    def stylize(self, content: Image.Image, style: Image.Image, cancel: Any = None,
+                **controls: Any) -> Image.Image:
+        """Stylise ``content`` with the look of ``style``; unknown control names are an error.
+
+        ``cancel``: None, an Event-like object (``is_set()``) or a callable returning True to
+        stop; the project's engines check it before the work (the diffusion ones between steps too)
+        and raise :class:`fusion.ddim.Cancelled`. The registry always passes it.
+        """
 
     def defaults(self) -> dict[str, Any]:
         return {c.name: c.default for c in self.controls()}

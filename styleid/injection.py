@@ -9,14 +9,14 @@ included):
 2. Invert both with DDIM (Song et al., "Denoising Diffusion Implicit Models", ICLR 2021) from
    the clean latent up to the noise level where sampling starts, with the empty prompt and no
    guidance, recording on the way, per step, the inputs of the chosen decoder self-attention
-   layers (:class:`mccstn.injection_attn.FeatureStore`).
+   layers (:class:`styleid.attention.FeatureStore`).
 3. Start latent: AdaIN (Huang & Belongie, "Arbitrary Style Transfer in Real-time with Adaptive
    Instance Normalization", ICCV 2017) of the inverted content latent with the per-channel mean
    and standard deviation of the inverted style latent.
 4. Sample with DDIM; in the chosen layers the keys and values are the style's recorded ones at
    the same step, the query is ``gamma q_content + (1 - gamma) q_current`` and the attention
    logits are multiplied by the temperature ``T`` (only there). Done with attention processors
-   (:mod:`mccstn.injection_attn`) installed for the call and removed afterwards.
+   (:mod:`styleid.attention`) installed for the call and removed afterwards.
 
 Memory: the store keeps one (2, tokens, channels) tensor per chosen layer and step (the
 self-attention *input* of content and style; q, k, v are recomputed with the layer's
@@ -29,35 +29,35 @@ stylised one at every sampling step (3 UNet rows per step instead of 1).
 Python API::
 
     from fusion.loading import load_model
-    from mccstn.injection import InjectionSettings, style_transfer
+    from styleid.injection import InjectionSettings, style_transfer
     model = load_model("assets/models/toy-general")                # or an SD 1.x folder / .safetensors
     out, stats = style_transfer(model, content_pil, style_pil, InjectionSettings(gamma=0.75, steps=50))
 
-The style tab's adapter (controls, lazy model loading) is :class:`studio.injection_engine.InjectionEngine`.
+Images and latents (loading, sizing, VAE) are :mod:`styleid.images`. The style tab's adapter
+(controls, lazy model loading) is :class:`studio.style_engines.injection.InjectionEngine`.
 """
 from __future__ import annotations
 
-import os
 import resource
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Callable
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from fusion.ddim import (check_cancel, ddim_inverse_step, ddim_step, eps_from_prediction, previous_alpha,
                          schedule_for)
-from fusion.paths import PROJECT_ROOT, TOY_GENERAL  # noqa: F401  (PROJECT_ROOT re-exported)
+from fusion.paths import TOY_GENERAL
 
-from .injection_attn import (FeatureStore, InjectionCall, decoder_self_attention_layers,
-                             estimate_store_bytes, installed, parse_layers, processor_names)
+from .attention import (FeatureStore, InjectionCall, decoder_self_attention_layers,  # noqa: F401
+                        estimate_store_bytes, installed, parse_layers, processor_names)
+from .images import (FITS, ImageLike, decode_latent, encode_image, grid_multiple, load_image,  # noqa: F401
+                     prepare_images, target_size)
 
-ImageLike = Union[str, os.PathLike, Image.Image]
 DEFAULT_MODEL = TOY_GENERAL
-FITS = ("crop", "stretch", "aspect")
 STORES = ("cache", "recompute")
 MAX_RESOLUTION = 2048
 
@@ -165,90 +165,6 @@ class InjectionStats:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-# ---------------------------------------------------------------------------------------------
-# images
-# ---------------------------------------------------------------------------------------------
-def load_image(img: ImageLike, what: str = "image") -> Image.Image:
-    """An RGB PIL image from a PIL image or a file path, with errors that say what is wrong:
-    FileNotFoundError for missing files, ValueError for non-image files and empty images.
-    Transparent pixels are put on white; EXIF orientation is applied to files."""
-    if isinstance(img, (str, os.PathLike)):
-        p = Path(img)
-        if not p.is_file():
-            raise FileNotFoundError(f"{what}: file not found: {p}")
-        try:
-            with Image.open(p) as im:
-                im.load()
-                im = ImageOps.exif_transpose(im)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise ValueError(f"{what}: {p} is not a readable image file ({type(e).__name__}: {e})") from None
-        img = im
-    elif not isinstance(img, Image.Image):
-        raise ValueError(f"{what}: expected a PIL image or an image file path, got {type(img).__name__}")
-    if img.width <= 0 or img.height <= 0:
-        raise ValueError(f"{what}: the image is empty ({img.width}x{img.height} pixels)")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(bg, rgba)
-    return img.convert("RGB")
-
-
-def grid_multiple(model) -> int:
-    """Pixel multiple a model's input must be: VAE factor x 2^(UNet downsamplings)."""
-    return int(model.vae_scale_factor) * 2 ** (len(model.unet.config.block_out_channels) - 1)
-
-
-def _cover_crop(img: Image.Image, w: int, h: int) -> Image.Image:
-    scale = max(w / img.width, h / img.height)
-    nw, nh = max(w, round(img.width * scale)), max(h, round(img.height * scale))
-    img = img.resize((nw, nh), Image.BICUBIC, reducing_gap=3.0)
-    left, top = (nw - w) // 2, (nh - h) // 2
-    return img.crop((left, top, left + w, top + h))
-
-
-def target_size(content: Image.Image, resolution: int, fit: str, grid: int) -> tuple[int, int]:
-    """(width, height) of the output for a content image (see :class:`InjectionSettings`)."""
-    r = max(grid, resolution // grid * grid)
-    if fit in ("crop", "stretch"):
-        return r, r
-    ratio = content.width / content.height
-    if ratio >= 1:
-        return max(grid, int(r * ratio) // grid * grid), r
-    return r, max(grid, int(r / ratio) // grid * grid)
-
-
-def prepare_images(content: Image.Image, style: Image.Image, resolution: int, fit: str,
-                   grid: int) -> tuple[Image.Image, Image.Image]:
-    """Both images at the output size: content by ``fit``, style by cover + centre crop."""
-    w, h = target_size(content, resolution, fit, grid)
-    if fit == "stretch":
-        c = content.resize((w, h), Image.BICUBIC, reducing_gap=3.0)
-    else:
-        c = _cover_crop(content, w, h)
-    return c, _cover_crop(style, w, h)
-
-
-def _to_tensor(img: Image.Image) -> torch.Tensor:
-    a = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
-    return torch.from_numpy(a).permute(2, 0, 1)
-
-
-@torch.no_grad()
-def encode_image(model, images: list[Image.Image]) -> torch.Tensor:
-    """VAE posterior modes times the scaling factor, float32 (N, C, h, w)."""
-    x = torch.stack([_to_tensor(i) for i in images]).to(model.device, model.dtype)
-    dist = model.vae.encode(x).latent_dist
-    return dist.mode().float() * model.scaling_factor
-
-
-@torch.no_grad()
-def decode_latent(model, z: torch.Tensor) -> list[Image.Image]:
-    x = model.vae.decode((z / model.scaling_factor).to(model.dtype)).sample.float()
-    x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(a) for a in x]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,7 +284,7 @@ def style_transfer(model, content: ImageLike, style: ImageLike, settings: Inject
     use_cache = s.inject and s.store == "cache"
     store = FeatureStore(frozenset(names), frozenset(int(t) for t in timesteps)) if use_cache else None
 
-    with installed(model.unet, names) if s.inject else _nothing():
+    with installed(model.unet, names) if s.inject else nullcontext():
         zT, inputs = invert(model, z0, timesteps, alphas, store=store,
                             keep_inputs=s.inject and s.store == "recompute", cancel=cancel, callback=callback)
         stats.unet_rows += 2 * len(timesteps)
@@ -392,10 +308,3 @@ def style_transfer(model, content: ImageLike, style: ImageLike, settings: Inject
     stats.rss_peak_bytes = _rss_peak()
     return out, stats
 
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False
