@@ -207,7 +207,7 @@ def spec_from_args(args) -> SweepSpec:
                      sampler=args.sampler, guidance_scale=args.scale, height=args.H, width=args.W, n_samples=args.n_samples,
                      negative_prompt=args.negative_prompt, prompt_routing=args.prompt_routing,
                      own_uncond=args.own_uncond, model0=expand(pair.model0), model1=expand(pair.model1),
-                     config=args.config, lora0=expand(pair.lora.lora0), lora1=expand(pair.lora.lora1),
+                     config=args.config, lora0=expand(pair.lora.side(0)[0]), lora1=expand(pair.lora.side(1)[0]),
                      lora0_scale=args.lora0_scale, lora1_scale=args.lora1_scale)
     spec.check(confirm_large=args.yes)
     if args.judge and any(v not in (None, 64) for v in (args.H, args.W)):

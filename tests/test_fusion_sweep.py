@@ -285,3 +285,11 @@ def test_sharing_bench_runs_and_the_sweep_does_less(tmp_path):
     assert g["sweep_images_bit_equal_to_one_by_one"]
     assert g["unet_calls"]["sweep"] < g["unet_calls"]["one_by_one_fused"] < g["unet_calls"]["one_by_one_cli"]
     assert (tmp_path / "s.md").read_text().startswith("### sweep_sharing")
+
+
+def test_cli_empty_lora_flag_is_no_lora(tiny_dirs, tmp_path):
+    from fusion.sweep import build_parser, spec_from_args
+    args = build_parser().parse_args(["--out", str(tmp_path / "o"), "--model0", str(tiny_dirs["general"]),
+                                      "--model1", str(tiny_dirs["expert"]), "--lora0", "", "--lora1", ""])
+    spec = spec_from_args(args)
+    assert spec.lora0 is None and spec.lora1 is None and not (tmp_path / "o").exists()
