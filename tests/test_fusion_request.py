@@ -93,3 +93,24 @@ def test_defaults_stay_where_they_were():
     assert (f.steps, f.guidance) == (APP.steps, APP.guidance)
     assert SweepRequest(general="g", expert="e", prompt="p").steps == APP.sweep_steps == 20
     assert f.settings(f.steps, None, None).n_samples == APP.n_samples == 1
+
+
+def test_the_request_modules_import_without_torch_or_gradio():
+    import subprocess
+    import sys
+    code = ("import sys, fusion.settings, fusion.cli_request, studio.requests; "
+            "print(sorted(m for m in ('torch', 'gradio', 'diffusers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=__import__("pathlib").Path(__file__).resolve().parents[1])
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
+
+
+def test_the_readme_request_example_runs(tmp_path):
+    from fusion import FusionPipeline, FusionRequest, FusionSettings, PairChoice
+    from fusion.paths import TOY_EXPERT, TOY_GENERAL
+    req = FusionRequest(PairChoice(str(TOY_GENERAL), str(TOY_EXPERT)), "a cartoon of a big green triangle",
+                        "a big green triangle", seeds=(1,), settings=FusionSettings(steps=2, n_samples=1)).validated()
+    pipe = FusionPipeline.from_choice(req.models)
+    [res] = pipe.run(req)
+    [alone] = pipe(req.prompt, req.prompt1, FusionSettings(steps=2, n_samples=1), seeds=[1])
+    assert torch.equal(res.images["fused"], alone.images["fused"]) and res.images["fused"].shape == (1, 3, 64, 64)
