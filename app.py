@@ -33,8 +33,10 @@ def build_app(config: StudioConfig | None = None, studio=None):
     from studio.ui.fusion_tab import build_fusion_tab
     from studio.ui.model_picker import ModelChoices, build_runtime_panel, wire_models
     from studio.ui.style_tab import StyleTab
+    from studio.ui.file_cache import install as install_file_cache
     from studio.zerogpu import GpuCalls, load_spaces
 
+    install_file_cache()  # outputs shared by two users are never truncated while served
     rt = studio or Studio(config)
     calls = GpuCalls(rt, load_spaces())  # wrapped with spaces.GPU on a ZeroGPU Space only
     ctx = AppContext.create(rt, calls)
