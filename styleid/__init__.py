@@ -9,6 +9,7 @@
   style expert; ``expert_transfer(general, expert, content, style, ExpertTransferSettings(...))``.
 * :mod:`styleid.colour` - region-wise colour transfer of the subject (``match_subject_colour``).
 * :mod:`styleid.images` - image loading and sizing on the model grid, VAE encode/decode.
+* :mod:`styleid.denoise` - the shared UNet side: schedule, one eps prediction, cancel check.
 
 The models are :class:`fusion.loading.DiffusionModel` objects; the DDIM pieces are
 :mod:`fusion.ddim`'s. No UI metadata here: the app's adapters (controls, lazy loading) are in

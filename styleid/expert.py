@@ -34,9 +34,9 @@ from fusion.ddim import ddim_step
 
 from .attention import FeatureStore, installed, parse_layers, processor_names
 from .colour import match_subject_colour
+from .denoise import check_cancelled, predict_eps, rss_peak_bytes, schedule
 from .images import decode_latent, encode_image, grid_multiple, load_image, prepare_images
-from .injection import (InjectionSettings, InjectionStats, _check_cancel, _eps, _rss_peak, _schedule, adain,
-                        invert, sample)
+from .injection import InjectionSettings, InjectionStats, adain, invert, sample
 
 
 @dataclass
@@ -116,7 +116,7 @@ def expert_transfer(general, expert, content: Any, style: Any,
     c_img, s_img = prepare_images(c_img, s_img, s.resolution or general.native_size, "crop",
                                   grid_multiple(general))
     t0 = time.perf_counter()
-    timesteps, alphas = _schedule(general, s.steps)
+    timesteps, alphas = schedule(general, s.steps)
     part = list(timesteps)[-s.sampled_steps():]
     z0 = encode_image(general, [c_img, s_img])
     zt, _ = invert(general, z0[:1], part, alphas, cancel=cancel, callback=callback)
@@ -134,7 +134,7 @@ def expert_transfer(general, expert, content: Any, style: Any,
     stats = InjectionStats(size=c_img.size, layers=(), timesteps=len(part))
     stats.unet_rows = len(part) + rows
     stats.seconds, stats.seconds_inversion, stats.seconds_sampling = t2 - t0, t1 - t0, t2 - t1
-    stats.rss_peak_bytes = _rss_peak()
+    stats.rss_peak_bytes = rss_peak_bytes()
     return out, stats
 
 
@@ -145,7 +145,7 @@ def _sample_switching(general, expert, x, timesteps, k, alphas, s: ExpertTransfe
     rows, n = 0, len(timesteps)
     contexts = {}
     for i, t in enumerate(timesteps):
-        _check_cancel(cancel)
+        check_cancelled(cancel)
         model = general if i < k else expert
         if id(model) not in contexts:
             cond = model.encode_prompts([s.prompt])
@@ -154,14 +154,14 @@ def _sample_switching(general, expert, x, timesteps, k, alphas, s: ExpertTransfe
         a_t = float(alphas[t])
         a_prev = float(alphas[timesteps[i + 1]]) if i + 1 < n else float(alphas[0])
         xin = torch.cat([x, x]) if guided else x
-        e = _eps(model, alphas, xin, t, ctx)
+        e = predict_eps(model, alphas, xin, t, ctx)
         rows += xin.shape[0]
         w = float(s.general_weight)
         if model is expert and expert is not general and w > 0:
             if id(general) not in contexts:
                 cond = general.encode_prompts([s.prompt])
                 contexts[id(general)] = torch.cat([general.encode_prompts([""]), cond]) if guided else cond
-            e = (1 - w) * e + w * _eps(general, alphas, xin, t, contexts[id(general)])
+            e = (1 - w) * e + w * predict_eps(general, alphas, xin, t, contexts[id(general)])
             rows += xin.shape[0]
         eps = e[:1] + float(s.guidance) * (e[1:] - e[:1]) if guided else e
         x, _ = ddim_step(x, eps, a_t, a_prev)

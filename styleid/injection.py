@@ -38,7 +38,6 @@ Images and latents (loading, sizing, VAE) are :mod:`styleid.images`. The style t
 """
 from __future__ import annotations
 
-import resource
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -48,12 +47,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fusion.ddim import (check_cancel, ddim_inverse_step, ddim_step, eps_from_prediction, previous_alpha,
-                         schedule_for)
+from fusion.ddim import ddim_inverse_step, ddim_step, previous_alpha
 from fusion.paths import TOY_GENERAL
 
 from .attention import (FeatureStore, InjectionCall, decoder_self_attention_layers,  # noqa: F401
                         estimate_store_bytes, installed, parse_layers, processor_names)
+from .denoise import check_cancelled, predict_eps, rss_peak_bytes, schedule
 from .images import (FITS, ImageLike, decode_latent, encode_image, grid_multiple, load_image,  # noqa: F401
                      prepare_images, target_size)
 
@@ -179,22 +178,6 @@ def adain(content: torch.Tensor, style: torch.Tensor, eps: float = 1e-5) -> torc
     return (content - mc) / (sc + eps) * ss + ms
 
 
-def _schedule(model, steps: int):
-    return schedule_for(model.scheduler_config, steps)
-
-
-def _eps(model, alphas, x: torch.Tensor, t: int, context: torch.Tensor, call=None) -> torch.Tensor:
-    unet = model.unet
-    tt = torch.full((x.shape[0],), int(t), device=model.device, dtype=torch.long)
-    kw = {"cross_attention_kwargs": {"injection": call}} if call is not None else {}
-    out = unet(x.to(model.dtype), tt, encoder_hidden_states=context, return_dict=False, **kw)[0].float()
-    return eps_from_prediction(out, x, float(alphas[int(t)]), model.prediction_type)
-
-
-def _check_cancel(cancel) -> None:
-    check_cancel(cancel, "style transfer cancelled")
-
-
 @torch.no_grad()
 def invert(model, z0: torch.Tensor, timesteps: list[int], alphas: torch.Tensor,
            store: FeatureStore | None = None, keep_inputs: bool = False, cancel=None,
@@ -210,13 +193,13 @@ def invert(model, z0: torch.Tensor, timesteps: list[int], alphas: torch.Tensor,
     inputs = {}
     asc = list(timesteps)[::-1]
     for k, t in enumerate(asc):
-        _check_cancel(cancel)
+        check_cancelled(cancel)
         a_from = float(alphas[0]) if k == 0 else float(alphas[asc[k - 1]])
         a_to = float(alphas[t])
         call = InjectionCall("record", int(t), store) if store is not None else None
         if keep_inputs:
             inputs[int(t)] = x
-        eps = _eps(model, alphas, x, t, empty, call)
+        eps = predict_eps(model, alphas, x, t, empty, call)
         x = ddim_inverse_step(x, eps, a_from, a_to)
         if callback is not None:
             callback("invert", k, len(asc))
@@ -239,27 +222,23 @@ def sample(model, x_T: torch.Tensor, timesteps: list[int], alphas: torch.Tensor,
     rows = 0
     n = len(timesteps)
     for i, t in enumerate(timesteps):
-        _check_cancel(cancel)
+        check_cancelled(cancel)
         a_t, a_prev = float(alphas[t]), previous_alpha(alphas, timesteps, i)
         xb = torch.cat([x, x]) if guided else x
         if ref_inputs is not None:
             call = InjectionCall("inject", int(t), None, True, s.gamma, s.temperature)
             ref = ref_inputs[int(t)]
-            e = _eps(model, alphas, torch.cat([ref, xb]), t, torch.cat([empty, empty, ctx]), call)[2:]
+            e = predict_eps(model, alphas, torch.cat([ref, xb]), t, torch.cat([empty, empty, ctx]), call)[2:]
             rows += 2 + xb.shape[0]
         else:
             call = InjectionCall("inject", int(t), store, False, s.gamma, s.temperature) if store is not None else None
-            e = _eps(model, alphas, xb, t, ctx, call)
+            e = predict_eps(model, alphas, xb, t, ctx, call)
             rows += xb.shape[0]
         eps = e[:1] + s.guidance * (e[1:] - e[:1]) if guided else e
         x, _ = ddim_step(x, eps, a_t, a_prev)
         if callback is not None:
             callback("sample", i, n)
     return x, rows
-
-
-def _rss_peak() -> int:
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 def style_transfer(model, content: ImageLike, style: ImageLike, settings: InjectionSettings | None = None,
@@ -278,7 +257,7 @@ def style_transfer(model, content: ImageLike, style: ImageLike, settings: Inject
     if cuda:
         torch.cuda.reset_peak_memory_stats(model.device)
     t0 = time.perf_counter()
-    timesteps, alphas = _schedule(model, s.steps)
+    timesteps, alphas = schedule(model, s.steps)
     z0 = encode_image(model, [c_img, s_img])
     names = processor_names(model.unet, layers)
     use_cache = s.inject and s.store == "cache"
@@ -305,6 +284,6 @@ def style_transfer(model, content: ImageLike, style: ImageLike, settings: Inject
     stats.seconds, stats.seconds_inversion, stats.seconds_sampling = t2 - t0, t1 - t0, t2 - t1
     if cuda:
         stats.cuda_peak_bytes = int(torch.cuda.max_memory_allocated(model.device))
-    stats.rss_peak_bytes = _rss_peak()
+    stats.rss_peak_bytes = rss_peak_bytes()
     return out, stats
 

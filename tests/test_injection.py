@@ -46,7 +46,7 @@ def _img(seed, w=20, h=16):
 
 def _plain_ddim(model, z0, steps):
     """Inversion and sampling written out here, straight on the UNet (no processors)."""
-    ts, al = inj._schedule(model, steps)
+    ts, al = inj.schedule(model, steps)
     e = model.encode_prompts([""])
     x = z0.clone()
     asc = ts[::-1]
@@ -108,7 +108,7 @@ def test_injection_off_is_plain_ddim(model):
     assert np.array_equal(np.asarray(out), np.asarray(ref))
     assert stats.store_peak_bytes == 0
     # and sampling inside the installed processors, with no injection call, is bit-equal too
-    ts, al = inj._schedule(model, STEPS)
+    ts, al = inj.schedule(model, STEPS)
     zT, _ = inj.invert(model, z0, ts, al)
     plain, _ = inj.sample(model, zT[:1], ts, al, st)
     with installed(model.unet, processor_names(model.unet, default_layer_indices(model.unet))):
@@ -149,7 +149,7 @@ def _fake_model(unet):
 def test_inversion_pairs_steps_exactly(steps):
     m = _fake_model(_EpsOfT())
     z0 = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
-    ts, al = inj._schedule(m, steps)
+    ts, al = inj.schedule(m, steps)
     zT, _ = inj.invert(m, z0, ts, al)
     z, _ = inj.sample(m, zT[:1], ts, al, InjectionSettings(inject=False, adain=False))
     assert (z - z0[:1]).norm() / z0[:1].norm() < 1e-4
@@ -160,7 +160,7 @@ def test_inversion_reconstructs_with_a_true_denoiser():
     z0 = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
     errs = []
     for steps in (10, 50):
-        ts, al = inj._schedule(m, steps)
+        ts, al = inj.schedule(m, steps)
         zT, _ = inj.invert(m, z0, ts, al)
         z, _ = inj.sample(m, zT, ts, al, InjectionSettings(inject=False, adain=False))
         errs.append(float((z - z0).norm() / z0.norm()))
@@ -177,7 +177,7 @@ def test_toy_model_reconstructs_its_content():
     m = load_model(TOY, device="cpu")
     img = Image.fromarray(render(Scene("red", "square", "big", "photo", seed=5)))
     z0 = inj.encode_image(m, [img, img])
-    ts, al = inj._schedule(m, 50)
+    ts, al = inj.schedule(m, 50)
     zT, _ = inj.invert(m, z0, ts, al)
     z, _ = inj.sample(m, zT[:1], ts, al, InjectionSettings(inject=False, adain=False))
     assert (z - z0[:1]).norm() / z0[:1].norm() < 0.1  # 0.025 measured on an early checkpoint
