@@ -21,8 +21,10 @@ judge. Arms (``--arms``, ``NAME+field=value`` overrides a setting):
 * ``styleid-cartoon``  - the same on the cartoon expert;
 * ``expert``           - styleid.expert.expert_transfer (invert with the general model, sample with the
                          cartoon expert), preserve-colour on; ``expert-recolour``: off;
-* ``mccstn``           - the shipped toy-world MccSTN weights (assets/mccstn), alpha 1, preserve-colour on;
-                         ``mccstn-recolour``: off.
+* ``mccstn``           - the shipped toy-world MccSTN weights (assets/mccstn), alpha 1, preserve-colour on in
+                         the app's "subject" colour mode (recolour only the stylised subject);
+                         ``mccstn-official``: preserve-colour on, the reference recipe (the whole style image
+                         recoloured first); ``mccstn-recolour``: off. ``+colour_mode=`` picks the mode.
 
     python bench/style_quality.py                  # 48 benchmark pairs -> bench/results/style_quality.*
     python bench/style_quality.py --pairs dev --n 8 --arms expert,expert+strength=0.8   # tuning
@@ -129,10 +131,11 @@ ARMS = {
     "styleid-cartoon": ("injection-cartoon", {}),
     "expert": ("expert", {"preserve_color": True}),
     "expert-recolour": ("expert", {"preserve_color": False}),
-    "mccstn": ("mccstn", {"preserve_color": True, "alpha": 1.0, "long_side": 256}),
+    "mccstn": ("mccstn", {"preserve_color": True, "alpha": 1.0, "long_side": 256, "colour_mode": "subject"}),
+    "mccstn-official": ("mccstn", {"preserve_color": True, "alpha": 1.0, "long_side": 256, "colour_mode": "official"}),
     "mccstn-recolour": ("mccstn", {"preserve_color": False, "alpha": 1.0, "long_side": 256}),
 }
-DEFAULT_ARMS = "styleid,expert,expert-recolour,mccstn,mccstn-recolour"
+DEFAULT_ARMS = "styleid,expert,expert-recolour,mccstn,mccstn-official,mccstn-recolour"
 
 
 def parse_arm(arm: str) -> tuple[str, dict]:
@@ -182,7 +185,8 @@ class Runners:
             return lambda c, st: expert_transfer(g, e, c, st, s)[0]
         if kind == "mccstn":
             from studio.style_engines.mccstn import MccSTNEngine
-            eng = MccSTNEngine(self.mccstn_dir, device="cpu")
+            settings = dict(settings)
+            eng = MccSTNEngine(self.mccstn_dir, device="cpu", colour_mode=settings.pop("colour_mode", "subject"))
             ok, why = eng.availability()
             if not ok:
                 return None

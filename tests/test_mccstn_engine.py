@@ -74,3 +74,51 @@ def test_import_is_light():
             "print(bad); assert not bad, bad")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# -- preserve-colour modes (on the shipped toy-world weights) ---------------------------------
+def _toy_pair():
+    from toyworld.render import Scene, render
+
+    content = Image.fromarray(render(Scene("red", "circle", "big", "photo", 3))).resize((128, 128), Image.BICUBIC)
+    style = Image.fromarray(render(Scene("yellow", "triangle", "small", "cartoon", 4))).resize((128, 128), Image.BICUBIC)
+    return content, style
+
+
+def test_colour_modes_are_labelled_and_checked():
+    from studio.style_engines.mccstn import COLOUR_MODES, DEFAULT_COLOUR_MODE
+
+    assert DEFAULT_COLOUR_MODE == "subject" and set(COLOUR_MODES) == {"subject", "official"}
+    assert MccSTNEngine("/nonexistent").colour_mode == "subject"
+    assert "subject mode" in MccSTNEngine("/nonexistent").card
+    assert "official mode" in MccSTNEngine("/nonexistent", colour_mode="official").card
+    with pytest.raises(ValueError, match="colour_mode"):
+        MccSTNEngine("/nonexistent", colour_mode="whole")
+
+
+def test_official_colour_mode_is_the_library_recipe_bit_for_bit():
+    import numpy as np
+
+    from studio.config import SHIPPED_MCCSTN_DIR
+
+    eng = MccSTNEngine(SHIPPED_MCCSTN_DIR, device="cpu", colour_mode="official")
+    content, style = _toy_pair()
+    got = eng.stylize(content, style, preserve_color=True, long_side=256)
+    want = eng.model().stylize_image(content, style, preserve_color=True, long_side=256, small_images="upsample")
+    assert np.array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_subject_colour_mode_recolours_the_plain_stylisation_and_only_with_preserve_colour():
+    import numpy as np
+
+    from studio.config import SHIPPED_MCCSTN_DIR
+    from styleid.colour import match_subject_colour
+
+    eng = MccSTNEngine(SHIPPED_MCCSTN_DIR, device="cpu")
+    content, style = _toy_pair()
+    plain = eng.model().stylize_image(content, style, preserve_color=False, long_side=256, small_images="upsample")
+    got = eng.stylize(content, style, preserve_color=True, long_side=256)
+    assert np.array_equal(np.asarray(got), np.asarray(match_subject_colour(plain, content)))
+    assert not np.array_equal(np.asarray(got), np.asarray(plain))
+    off = eng.stylize(content, style, preserve_color=False, long_side=256)
+    assert np.array_equal(np.asarray(off), np.asarray(plain))

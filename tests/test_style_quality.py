@@ -62,12 +62,12 @@ def runners():
     return sq.Runners(str(DEFAULT_GENERAL), str(DEFAULT_CARTOON), str(sq.MCCSTN_WEIGHTS))
 
 
-def _judge_one(judge, runners, arm):
+def _judge_one(judge, runners, arm, content=CONTENT, style=STYLE):
     kind, settings = sq.parse_arm(arm)
     fn = runners.make(kind, settings)
     assert fn is not None, f"{arm} unavailable"
-    img = sq.to_judge_size(fn(Image.fromarray(render(CONTENT)), Image.fromarray(render(STYLE))))
-    [row] = sq.judge_records(judge, [(CONTENT, STYLE)], [img], arm)
+    img = sq.to_judge_size(fn(Image.fromarray(render(content)), Image.fromarray(render(style))))
+    [row] = sq.judge_records(judge, [(content, style)], [img], arm)
     return row
 
 
@@ -121,3 +121,19 @@ def test_style_tab_defaults_to_the_engine_that_measures_best(tmp_path):
     reg = EngineRegistry(StudioConfig(models_dir=tmp_path, device="cpu"), cache=None, slots=WorkSlots(1))
     assert reg.default_key() == best
     assert "toy" in reg.get(best).status_line()  # the card says where its weights came from
+
+
+#: the style tab's first example: a photo red ball with a cartoon yellow triangle as the style
+BALL, TRIANGLE = Scene("red", "circle", "big", "photo", 3), Scene("yellow", "triangle", "small", "cartoon", 4)
+
+
+def test_mccstn_subject_colour_keeps_the_content_colour_and_the_cartoon_look(judge, runners):
+    # the app's default: preserve colour in "subject" mode (judged "big red circle (cartoon)", IoU 0.87)
+    row = _judge_one(judge, runners, "mccstn", BALL, TRIANGLE)
+    assert row["cartoon"] == 1 and row["color_kept"] == 1, row
+    assert row["shape_size_kept"] == 1 and row["iou"] > 0.6, row
+    again = _judge_one(judge, runners, "mccstn", BALL, TRIANGLE)
+    assert again == row  # deterministic
+    # the reference recipe on the same pair: the colour is kept but the judge reads a photo
+    official = _judge_one(judge, runners, "mccstn-official", BALL, TRIANGLE)
+    assert official["color_kept"] == 1 and official["cartoon"] == 0, official

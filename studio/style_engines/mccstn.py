@@ -4,6 +4,15 @@
     engine = MccSTNEngine("models/mccstn")
     ok, why = engine.availability()          # (False, "put ... in models/mccstn") without weights
     img = engine.stylize(content_pil, style_pil, alpha=0.8, preserve_color=False, long_side=512)
+    MccSTNEngine("models/mccstn", colour_mode="official")   # the reference preserve-colour recipe
+
+Preserve colour has two labelled modes (:data:`COLOUR_MODES`), chosen when the engine is built:
+``"subject"`` (the app's default) stylises without recolouring and then gives the output's
+saturated subject the content subject's colour statistics (:func:`styleid.colour.match_subject_colour`),
+so the style's cream background and outline stay; ``"official"`` is the reference MccSTN recipe
+(:meth:`mccstn.MccSTN.stylize` with ``preserve_color=True``: the whole style image, background
+included, is recoloured to the content's statistics first), bit-identical to calling the library.
+bench/results/style_quality_mccstn.md measures both.
 
 The network loads lazily on the first ``stylize`` call and is cached. Checking availability
 only looks at file names; a file that turns out to be corrupt or mismatched is reported by
@@ -32,6 +41,12 @@ DEFAULT_WEIGHTS_DIR = "models/mccstn"
 SHIPPED_WEIGHTS_DIR = MCCSTN_WEIGHTS_DIR
 OFFICIAL_FILES = ("vgg_normalised.pth", "decoder.pth", "transformer.pth", "discriminator.pth")
 SAFETENSORS_NAME = "mccstn.safetensors"
+#: preserve-colour modes: name -> what it does (the first is the default)
+COLOUR_MODES = {
+    "subject": "recolour only the stylised subject (its saturated pixels) to the content subject's colours",
+    "official": "the reference MccSTN recipe: recolour the whole style image to the content's colours first",
+}
+DEFAULT_COLOUR_MODE = "subject"
 
 
 class MccSTNEngine(StyleEngine):
@@ -41,7 +56,11 @@ class MccSTNEngine(StyleEngine):
     description = ("Feed-forward arbitrary style transfer (MccSTN: aesthetic attention at two "
                    "scales, fused and decoded); needs the four MccSTN/AesUST weight files.")
 
-    def __init__(self, weights_dir: Union[str, os.PathLike, None] = None, device: Optional[str] = None) -> None:
+    def __init__(self, weights_dir: Union[str, os.PathLike, None] = None, device: Optional[str] = None,
+                 colour_mode: str = DEFAULT_COLOUR_MODE) -> None:
+        if colour_mode not in COLOUR_MODES:
+            raise ValueError(f"{self.name}: colour_mode must be one of {sorted(COLOUR_MODES)}, got {colour_mode!r}")
+        self.colour_mode = colour_mode
         self.weights_dir = Path(weights_dir or os.environ.get("MCCSTN_WEIGHTS") or _default_dir())
         self.device = device
         self._model = None
@@ -55,7 +74,8 @@ class MccSTNEngine(StyleEngine):
         shipped = self.weights_dir.resolve() == SHIPPED_WEIGHTS_DIR.resolve()
         where = ("weights: trained from scratch in the toy world by this project (assets/mccstn/README.md: "
                  "toy renders only, not real photos)" if shipped else f"weights: {self.weights_dir}")
-        return f"{self.description} {where}."
+        mode = f"preserve colour: {self.colour_mode} mode ({COLOUR_MODES[self.colour_mode]})"
+        return f"{self.description} {where}; {mode}."
 
     # -- StyleEngine -----------------------------------------------------------------------
     def availability(self) -> tuple[bool, str]:
@@ -81,7 +101,7 @@ class MccSTNEngine(StyleEngine):
             Control("alpha", "slider", "Style strength", 1.0, minimum=0.0, maximum=1.0, step=0.05,
                     info="0 = content reconstruction, 1 = full style (blended in feature space)"),
             Control("preserve_color", "checkbox", "Preserve content colours", False,
-                    info="recolour the style image to the content's colour statistics first"),
+                    info=COLOUR_MODES[self.colour_mode]),
             Control("long_side", "slider", "Resolution (long side, px)", 512, minimum=256,
                     maximum=1024, step=64, info="content and style are resized to this long side"),
         ]
@@ -101,8 +121,14 @@ class MccSTNEngine(StyleEngine):
         model = self.model()
         from fusion.ddim import check_cancel
         check_cancel(cancel, "style transfer cancelled")
-        return model.stylize_image(content, style, alpha=alpha, preserve_color=bool(opts["preserve_color"]),
-                                   long_side=long_side, small_images="upsample")
+        preserve = bool(opts["preserve_color"])
+        official = preserve and self.colour_mode == "official"
+        out = model.stylize_image(content, style, alpha=alpha, preserve_color=official, long_side=long_side,
+                                  small_images="upsample")
+        if preserve and self.colour_mode == "subject":
+            from styleid.colour import match_subject_colour
+            out = match_subject_colour(out, content)
+        return out
 
     # -- loading ---------------------------------------------------------------------------
     def model(self):
