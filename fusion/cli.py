@@ -28,9 +28,9 @@ import numpy as np
 from PIL import Image
 
 from .cli_request import LIBRARY_DEFAULTS as D
-from .cli_request import flag_error, pair_from_args
+from .cli_request import add_pair_flags, flag_error, pair_from_args
 from .loading import ModelLoadError
-from .paths import TOY_DEFAULT_PROMPT, TOY_EXPERT, TOY_GENERAL
+from .paths import TOY_DEFAULT_PROMPT
 from .schedule import MODE_HELP
 from .schedulers import PRESETS, SAMPLER_HELP, SAMPLERS
 from .settings import DEFAULT_SEED, FusionRequest, FusionSettings, SettingsError
@@ -49,20 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="MagicFusion: fuse two text-to-image diffusion models with Saliency-aware Noise "
                     "Blending. Writes the general model's, the expert's and the fused images.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model0", default=str(TOY_GENERAL),
-                   help="general model: a diffusers folder or a single .safetensors/.ckpt (SD 1.x layout)")
-    p.add_argument("--model1", default=str(TOY_EXPERT), help="expert model (same family as model0)")
-    p.add_argument("--lora0", default=None,
-                   help="LoRA file applied to model0 (diffusers/peft or kohya .safetensors); e.g. --model0 BASE "
-                        "--model1 BASE --lora1 style.safetensors fuses a base model with its own LoRA (one UNet held)")
-    p.add_argument("--lora1", default=None, help="LoRA file applied to model1")
-    p.add_argument("--lora0_scale", type=float, default=1.0, help="strength of --lora0 (1.0 = as trained)")
-    p.add_argument("--lora1_scale", type=float, default=1.0, help="strength of --lora1 (1.0 = as trained)")
-    p.add_argument("--config", default=None,
-                   help="config folder (diffusers layout) for single-file checkpoints; default: the shipped SD 1.x configs")
-    p.add_argument("--use_ema", action="store_true",
-                   help="single-file checkpoints: take the UNet from the EMA copies (model_ema.*) instead of "
-                        "model.diffusion_model.* (error if the file has none)")
+    add_pair_flags(p)
     p.add_argument("--outdir", default="outputs/txt2img-samples", help="output folder")
     p.add_argument("--prompt", default=None, help="prompt for the expert (default: the toy world's example prompt)")
     p.add_argument("--prompt1", default=None, help="prompt for the general model (default: --prompt)")

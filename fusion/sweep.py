@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from .cli_request import LIBRARY_DEFAULTS as D
-from .cli_request import check_pair, flag_error
-from .paths import TOY_EXPERT, TOY_GENERAL
+from .cli_request import add_pair_flags, check_pair, flag_error
 from .schedule import MODE_HELP
 from .schedulers import SAMPLERS
 from .settings import DEFAULT_SEED, SettingsError
@@ -148,13 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="2", help="axis: " + "; ".join(MODE_HELP.values()))
     p.add_argument("--primary", default="general", help="axis: general (model0) and/or expert (model1)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the shared initial noise x_T")
-    p.add_argument("--model0", default=str(TOY_GENERAL), help="general model (as in python -m fusion)")
-    p.add_argument("--model1", default=str(TOY_EXPERT), help="expert model (same family as model0)")
-    p.add_argument("--config", default=None, help="config folder for single-file checkpoints")
-    p.add_argument("--lora0", default=None, help="LoRA file applied to the general model (model0)")
-    p.add_argument("--lora1", default=None, help="LoRA file applied to the expert (model1); model1 may be model0's path")
-    p.add_argument("--lora0_scale", type=float, default=1.0, help="strength of --lora0 (1 = as trained)")
-    p.add_argument("--lora1_scale", type=float, default=1.0, help="strength of --lora1 (1 = as trained)")
+    add_pair_flags(p)
     p.add_argument("--negative_prompt", default="", help="unconditional prompt")
     p.add_argument("--prompt_routing", choices=("role", "model"), default="role",
                    help="fused run's prompt routing (as in python -m fusion)")
@@ -192,7 +185,7 @@ def recipe_for(spec: SweepSpec, args):
 
     lora = LoraSettings(spec.lora0, spec.lora1, spec.lora0_scale, spec.lora1_scale)
     return PipelineRecipe(spec.model0, spec.model1, spec.config, args.device, args.precision, args.threads,
-                          lora=lora if lora.any else None)
+                          lora=lora if lora.any else None, use_ema=args.use_ema)
 
 
 def spec_from_args(args) -> SweepSpec:

@@ -195,6 +195,7 @@ class PipelineRecipe:
     precision: str = "auto"
     threads: int | None = None
     lora: object = None  # fusion.lora.LoraSettings or None
+    use_ema: bool = False  # single-file checkpoints: the UNet from the EMA copies (as python -m fusion --use_ema)
 
     def load(self) -> FusionPipeline:
         import os
@@ -207,7 +208,8 @@ class PipelineRecipe:
         dtype = {"auto": default_dtype(device), "fp32": torch.float32, "fp16": torch.float16,
                  "bf16": torch.bfloat16}[self.precision]
         return FusionPipeline.from_paths(self.model0, self.model1, device=device, dtype=dtype,
-                                         config_dir=self.config, lora=self.lora)
+                                         config_dir=self.config, lora=self.lora,
+                                         use_ema=self.use_ema)
 
 
 class LocalExecutor:

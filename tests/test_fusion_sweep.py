@@ -293,3 +293,23 @@ def test_cli_empty_lora_flag_is_no_lora(tiny_dirs, tmp_path):
                                       "--model1", str(tiny_dirs["expert"]), "--lora0", "", "--lora1", ""])
     spec = spec_from_args(args)
     assert spec.lora0 is None and spec.lora1 is None and not (tmp_path / "o").exists()
+
+
+def test_cli_use_ema_reaches_the_workers_recipe(tmp_path):
+    """--use_ema (as in python -m fusion) is a sweep flag too and the workers load with it."""
+    from fusion import sweep as sw
+
+    for flags, want in (([], False), (["--use_ema"], True)):
+        args = sw.build_parser().parse_args(["--out", str(tmp_path / "s"), *flags])
+        assert sw.recipe_for(sw.spec_from_args(args), args).use_ema is want
+
+
+def test_both_command_lines_take_the_same_model_pair_flags():
+    from fusion import cli, sweep as sw
+
+    def pair_flags(p):
+        return {a.dest: a.default for a in p._actions if a.dest.startswith(("model", "lora", "config", "use_ema"))}
+
+    assert pair_flags(cli.build_parser()) == pair_flags(sw.build_parser())
+    assert set(pair_flags(cli.build_parser())) == {"model0", "model1", "lora0", "lora1", "lora0_scale", "lora1_scale",
+                                                   "config", "use_ema"}
