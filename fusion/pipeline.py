@@ -31,6 +31,7 @@ from .views import SaliencyTrace
 from .settings import (TRAJECTORIES, FusionRequest, FusionSettings, PairChoice, SettingsError, check_image_side,
                        check_prompts, check_seeds)
 from .fastpath import resolve_batching
+from .previews import PreviewSchedule, preview_due  # noqa: F401  (preview_due: re-exported)
 
 __all__ = ["FusionSettings", "FusionRequest", "PairChoice", "SaliencyStep", "SaliencyTrace", "FusionResult",
            "FusionPipeline", "TRAJECTORIES", "to_uint8", "to_pil", "initial_noise", "preview_due"]
@@ -66,13 +67,6 @@ def to_uint8(images: torch.Tensor, rounding: str = "round") -> np.ndarray:
 
 def to_pil(images: torch.Tensor, rounding: str = "round") -> list[Image.Image]:
     return [Image.fromarray(a) for a in to_uint8(images, rounding)]
-
-
-def preview_due(index: int, total: int, every: int) -> bool:
-    """Whether step ``index`` (0-based) of ``total`` gets a decoded preview at ``every`` steps:
-    after steps every, 2 every, ... but not after the last step (the final decode follows)."""
-    done = index + 1
-    return bool(every) and done % every == 0 and done < total
 
 
 def initial_noise(seed: int, n: int, channels: int, h: int, w: int) -> torch.Tensor:
@@ -260,6 +254,7 @@ class FusionPipeline:
         callback: Callable[[int, StepEvent], None] | None = None,
         cancel=None,
         preview_every: int = 0,
+        preview_budget: float | None = None,
     ) -> list[FusionResult]:
         """Run one request for each seed. ``prompt`` goes to the expert, ``prompt1`` (default: the
         same text) to the general model. ``callback(seed_index, event)`` after every step.
@@ -267,11 +262,12 @@ class FusionPipeline:
         ``preview_every``: with a callback, every this many steps (not on the last one, which the
         final decode follows) the event carries ``preview``: every trajectory's predicted x_0
         decoded as :meth:`decode` does (0: no previews). A Stop is honoured before a preview's decode.
+        ``preview_budget``: None, or the most share of the run's time the previews may take (a due
+        preview is skipped past it; see :mod:`fusion.previews`).
         """
         prompt1 = prompt if prompt1 is None else prompt1
         s = self.check_inputs(prompt, prompt1, settings or FusionSettings(), list(seeds))
-        if isinstance(preview_every, bool) or not isinstance(preview_every, (int, np.integer)) or preview_every < 0:
-            raise ValueError(f"preview_every must be an integer >= 0, got {preview_every!r}")
+        previews = PreviewSchedule(preview_every, preview_budget)
         primary, _ = self.roles(s.primary)
         trajectories = self.encode(prompt, prompt1, s)
         solver = make_solver(s.sampler, primary.scheduler_config, s.steps)
@@ -285,13 +281,14 @@ class FusionPipeline:
             t0 = time.perf_counter()
             x_T = self.prepare_latents(seed, s)
             recorder = SaliencyRecorder(s.capture_saliency)
+            previews.start()
 
             def on_step(ev: StepEvent, si=si, recorder=recorder):
                 recorder.record(ev)
                 if callback is not None:
-                    if preview_due(ev.index, ev.total, preview_every):
+                    if previews.due(ev.index, ev.total):
                         _check_cancel(cancel)
-                        ev = replace(ev, preview=self.decode(dict(ev.pred_x0), s))
+                        ev = replace(ev, preview=previews.decode(self.decode, dict(ev.pred_x0), s))
                     callback(si, ev)
 
             latents, stats = sample_trajectories(

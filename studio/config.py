@@ -55,7 +55,8 @@ class StudioConfig:
     mccstn_weights: Path | None = None
     style_model: Path | None = None      # diffusion model of the injection engine (default: toy general)
     share: bool = False
-    preview_every: int = 0               # 0: about 10 previews per run
+    preview_every: int = 0               # 0: about 10 previews per run, within preview_budget
+    preview_budget: float = 0.05         # automatic previews take at most this share of a run's time
     threads: int | None = None           # torch CPU threads (None: torch's default)
     preload: bool = False                # load the default models in the background at start
     max_size_factor: float = 2.0         # studio.limits.Limits: image side <= this x native size

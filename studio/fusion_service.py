@@ -87,12 +87,15 @@ class FusionService:
 
     cache: a :class:`studio.cache.ModelCache`; slots: the shared :class:`studio.gpu.WorkSlots`;
     preview_every: decode a preview every this many steps (0: about ten per run, none for
-    runs of fewer than 4 steps); limits: the :class:`studio.limits.Limits` every request is
-    checked against before anything loads.
+    runs of fewer than 4 steps, and with ``preview_budget`` (a share of the run's time, see
+    :mod:`fusion.previews`) no more than fit in it); limits: the :class:`studio.limits.Limits`
+    every request is checked against before anything loads.
     """
 
-    def __init__(self, cache, slots: WorkSlots, preview_every: int = 0, policy=None, limits: Limits | None = None):
+    def __init__(self, cache, slots: WorkSlots, preview_every: int = 0, policy=None, limits: Limits | None = None,
+                 preview_budget: float | None = None):
         self.cache, self.slots, self.preview_every = cache, slots, preview_every
+        self.preview_budget = preview_budget  # with the automatic previews only (preview_every 0)
         self.policy = policy  # studio.public.OpenPolicy / PublicPolicy: which models and caps (None: open)
         self.limits = limits or Limits()
 
@@ -206,7 +209,8 @@ class FusionService:
         try:
             [res] = pipe(req.prompt, req.prompt1 or req.prompt, s, seeds=[seed],
                          callback=None if previews is None else on_step, cancel=cancel,
-                         preview_every=every if previews is not None else 0)
+                         preview_every=every if previews is not None else 0,
+                         preview_budget=None if self.preview_every else self.preview_budget)
         except BaseException as e:
             if is_oom(e):
                 k0, k1 = self.cache.key(general), self.cache.key(expert)

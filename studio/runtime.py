@@ -60,7 +60,7 @@ class Studio:
     def fusion(self) -> FusionService:
         if self._fusion is None:
             self._fusion = FusionService(self.cache, self.slots, self.config.preview_every, self.policy,
-                                         self.limits)
+                                         self.limits, preview_budget=self.config.preview_budget)
         return self._fusion
 
     @property

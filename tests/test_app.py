@@ -140,6 +140,21 @@ def test_fuse_streams_previews(app, models):
     assert outs[-1][-1].startswith("Done")
 
 
+def test_previews_clear_the_last_runs_saliency_view(app, models):
+    """Every streamed preview gives every output a value (none is left to Gradio's skip, which
+    rebuilds the component at every preview): the previous run's saliency view is cleared."""
+    from studio.ui.saliency_view import SAMPLING
+    _, client, _ = app
+    first = fuse(client, models, steps=8, fusion_selection="500,1,1", mode=2)
+    assert first[4] and first[9] != SAMPLING           # a run with saliency panels
+    outs = list(client.submit(api_name="/fuse", general=models["general"], expert=models["expert"], steps=8,
+                              height=16, width=16, fusion_selection="500,1,1", mode=2))
+    previews, final = outs[:-1], outs[-1]
+    assert previews and all(o[3] is None and o[4] is None and o[7] is None and o[9] == SAMPLING for o in previews)
+    assert all(o[2] for o in previews)                  # the fused preview itself
+    assert final[4] and final[9] != SAMPLING and final[-1].startswith("Done")
+
+
 def test_saliency_scrub_runs_no_model(app, models):
     demo, client, _ = app
     out = fuse(client, models, steps=10, fusion_selection="500,1,1", mode=2)

@@ -119,3 +119,38 @@ def test_a_pickled_trace_holds_no_torch_tensor(tiny_pipe):
     NoTensors(buf).dump(r.saliency)
     back = pickle.loads(buf.getvalue())
     assert all(torch.equal(a.saliency_p, b.saliency_p) and torch.equal(a.mask, b.mask) for a, b in zip(back, r.saliency))
+
+
+def test_preview_budget_skips_due_previews_past_its_share_of_the_run():
+    from fusion.previews import PreviewSchedule
+    now = [0.0]
+    sched = PreviewSchedule(every=1, budget=0.1, clock=lambda: now[0])
+    taken = []
+    for i in range(20):
+        now[0] += 1.0  # one second per step
+        if sched.due(i, 20):
+            taken.append(i)
+            sched.decode(lambda: now.__setitem__(0, now[0] + 0.5))  # a decode costs half a step
+    # never more than the budget (plus the first preview), and no preview after the last step
+    assert taken[0] == 0 and 19 not in taken
+    assert 0.5 * (len(taken) - 1) <= 0.1 * now[0]
+    assert 2 <= len(taken) < 19  # some due previews were skipped, not all
+    assert PreviewSchedule(every=1, budget=None).due(3, 20) and not PreviewSchedule(every=0).due(3, 20)
+    with pytest.raises(ValueError, match="preview_budget"):
+        PreviewSchedule(every=1, budget=0)
+
+
+def test_the_apps_automatic_previews_keep_to_the_budget(tiny_dirs):
+    from studio.cache import ModelCache
+    from studio.fusion_service import FuseRequest, FusionService, Preview
+    from studio.gpu import WorkSlots
+    req = FuseRequest(general=str(tiny_dirs["general"]), expert=str(tiny_dirs["expert"]), prompt="a red circle",
+                      steps=40, height=16, width=16)
+    cache = ModelCache(device="cpu", dtype=torch.float32)
+
+    def decoded(**kw):
+        svc = FusionService(cache, WorkSlots(1), **kw)
+        return sum(isinstance(i, Preview) and i.images is not None for i in svc.stream(req))
+    assert decoded() == 9  # about ten per run: after steps 4, 8, ..., 36
+    assert decoded(preview_budget=1e-6) == 1  # the first due preview, then none fit in the budget
+    assert decoded(preview_every=4, preview_budget=1e-6) == 9  # an explicit preview_every is kept

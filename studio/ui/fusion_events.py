@@ -73,12 +73,13 @@ class FusionEvents:
             raise refuse(e)
 
     def preview(self, item) -> dict:
-        """One streamed step: the decoded previews and the status line."""
+        """One streamed step: the decoded previews, the status line, and a value for every other
+        output too (the saliency view cleared, no before/after pair yet): an output a streamed
+        update leaves out makes Gradio rebuild its component, at every preview."""
         o = self.tab.out
-        shown = {c: item.images[k] for c, k in ((o.general, "general"), (o.expert, "expert"), (o.fused, "fused"))
-                 if k in item.images}
+        shown = {c: item.images.get(k) for c, k in ((o.general, "general"), (o.expert, "expert"), (o.fused, "fused"))}
         status = f"Sampling: step {item.step} of {item.total} (previews: predicted final image)"
-        return {**shown, self.tab.recipe.status: status}
+        return {**shown, o.compare: None, **self.tab.saliency.during_run(), self.tab.recipe.status: status}
 
     def finished(self, outcome) -> dict:
         """The run's images, the before/after pair, its saliency view and summary."""

@@ -7,6 +7,7 @@ import gradio as gr
 __all__ = ["Panels", "panels", "SaliencyView", "build_saliency_view", "NO_RUN"]
 
 NO_RUN = "Run a fusion to see its saliency maps."
+SAMPLING = "Sampling: the saliency maps of this run appear when it ends."
 NO_SNB = "No SNB step in this run (mode 0, or a schedule where SNB never runs): the fused image is the primary's."
 
 
@@ -66,6 +67,12 @@ class SaliencyView:
         """Everything the view shows after a run: its first captured step, the slider, the state."""
         state = run_state(outcome)
         return {**self.show(panels(state, 0)), self.step: step_slider_update(len(outcome.trace)), self.state: state}
+
+    def during_run(self) -> dict:
+        """What the view shows while a run streams previews: nothing of the previous run (its maps
+        no longer match the images), given as plain values: Gradio rebuilds a component for
+        every output a streamed update skips, which cost more than the preview itself."""
+        return {**self.show(Panels(caption=SAMPLING)), self.step: 0, self.state: None}
 
     def saliency_step(self, step, state):
         """Show captured step ``step`` of the last run (no model runs)."""
