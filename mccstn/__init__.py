@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 _LAZY = {
     "MccSTN": "mccstn.stylize",
     "CheckpointError": "mccstn.checkpoint",
-    "TrainConfig": "mccstn.train",
+    "TrainConfig": "mccstn.train_config",
 }
 
 __all__ = sorted(_LAZY)
@@ -28,7 +28,7 @@ __all__ = sorted(_LAZY)
 if TYPE_CHECKING:  # pragma: no cover
     from .checkpoint import CheckpointError
     from .stylize import MccSTN
-    from .train import TrainConfig
+    from .train_config import TrainConfig
 
 
 def __getattr__(name: str):
