@@ -211,6 +211,23 @@ def _min_snr_weights(sched, t, gamma=5.0):
     return torch.clamp(snr, max=gamma) / snr
 
 
+
+def denoising_step(unet, sched, z0, emb, g, opt, params, clip: float = 1.0):
+    """One optimiser step on the noise-prediction loss with min-SNR weights (shared by the full
+    model and the LoRA trainer): draw t then the noise from ``g``, predict the noise at
+    ``add_noise(z0, noise, t)``, clip the gradient norm of ``params`` to ``clip``. Returns the
+    weighted loss and the per-sample MSE."""
+    t = torch.randint(0, sched.config.num_train_timesteps, (z0.shape[0],), generator=g)
+    noise = torch.randn(z0.shape, generator=g)
+    pred = unet(sched.add_noise(z0, noise, t), t, encoder_hidden_states=emb).sample
+    per = ((pred - noise) ** 2).mean((1, 2, 3))
+    loss = (per * _min_snr_weights(sched, t)).mean()
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, clip)
+    opt.step()
+    return loss, per
+
 def _train_diffusion(a, stage: str, imgs_lab_scenes, unet, text_encoder, train_text: bool, steps: int,
                      lr: float, max_minutes: float, ema_decay: float):
     d = a.out / stage
@@ -259,16 +276,7 @@ def _train_diffusion(a, stage: str, imgs_lab_scenes, unet, text_encoder, train_t
         else:
             with torch.no_grad():
                 emb = text_encoder(ids)[0]
-        t = torch.randint(0, sched.config.num_train_timesteps, (a.batch,), generator=g)
-        noise = torch.randn(z0.shape, generator=g)
-        zt = sched.add_noise(z0, noise, t)
-        pred = unet(zt, t, encoder_hidden_states=emb).sample
-        per = ((pred - noise) ** 2).mean((1, 2, 3))
-        loss = (per * _min_snr_weights(sched, t)).mean()
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        loss, per = denoising_step(unet, sched, z0, emb, g, opt, params)
         step += 1
         dec = min(ema_decay, (1 + step) / (10 + step))
         _ema_update(ema_u, unet, dec)

@@ -84,7 +84,7 @@ def save_adapter(unet, dest: Path):
 def train_lora(a, expert_data) -> Path:
     """Train (or resume) the adapter; returns the folder with ``pytorch_lora_weights.safetensors``."""
     from .models import make_scheduler
-    from .train import _ema_update, _log, _lr, _min_snr_weights, _save_ckpt
+    from .train import _ema_update, _log, _lr, _save_ckpt, denoising_step
 
     d = a.out / "lora"
     d.mkdir(parents=True, exist_ok=True)
@@ -125,15 +125,7 @@ def train_lora(a, expert_data) -> Path:
                   return_tensors="pt").input_ids
         with torch.no_grad():
             emb = te(ids)[0]
-        t = torch.randint(0, sched.config.num_train_timesteps, (a.lora_batch,), generator=g)
-        noise = torch.randn(z0.shape, generator=g)
-        pred = unet(sched.add_noise(z0, noise, t), t, encoder_hidden_states=emb).sample
-        per = ((pred - noise) ** 2).mean((1, 2, 3))
-        loss = (per * _min_snr_weights(sched, t)).mean()
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        loss, _ = denoising_step(unet, sched, z0, emb, g, opt, params)
         step += 1
         dec = min(a.lora_ema, (1 + step) / (10 + step))
         with torch.no_grad():
