@@ -67,7 +67,8 @@ def settings_for(spec, family, **over):
                           primary=fam["primary"], steps=int(fam["steps"]), sampler=str(fam.get("sampler", "ddim")),
                           guidance_scale=float(fam["guidance_scale"]), n_samples=int(fam.get("n_samples", 1)),
                           capture_saliency=bool(fam.get("capture_saliency", False)),
-                          trajectories=tuple(fam.get("trajectories", ARMS)))
+                          trajectories=tuple(fam.get("trajectories", ARMS)),
+                          own_uncond=bool(fam.get("own_uncond", False)), blend=fam.get("blend"))
 
 
 def judge_images(judge, images_by_arm, item):

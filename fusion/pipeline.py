@@ -26,6 +26,7 @@ from .sampler import (SamplerStats, StepEvent, Trajectory, UNetDenoiser, _check_
                       ddim_timesteps, sample_trajectories)
 from .schedule import FusionSelection
 from .schedulers import make_solver
+from .blend_options import finish_images, with_recolor_source
 from .capture import SaliencyRecorder, SaliencyStep
 from .views import SaliencyTrace
 from .settings import (TRAJECTORIES, FusionRequest, FusionSettings, PairChoice, SettingsError, check_image_side,
@@ -208,7 +209,8 @@ class FusionPipeline:
                 "fused", self._denoiser(primary), u, emb(primary, p_text),
                 secondary=self._denoiser(secondary), secondary_uncond=u, secondary_cond=emb(primary, s_text),
                 v1=sel.v1, mode=s.mode, kg=sel.kg, ke=sel.ke, own_uncond=s.own_uncond,
-                eager_secondary=s.eager_secondary))
+                eager_secondary=s.eager_secondary, general_primary=primary is general,
+                blend_options=s.blend if s.blend is not None and s.blend.sampling_active else None))
         return out
 
     # ---- stage 3 ------------------------------------------------------------------------------
@@ -269,7 +271,8 @@ class FusionPipeline:
         s = self.check_inputs(prompt, prompt1, settings or FusionSettings(), list(seeds))
         previews = PreviewSchedule(preview_every, preview_budget)
         primary, _ = self.roles(s.primary)
-        trajectories = self.encode(prompt, prompt1, s)
+        run_s = with_recolor_source(s)  # BlendOptions.recolor needs the general image
+        trajectories = self.encode(prompt, prompt1, run_s)
         solver = make_solver(s.sampler, primary.scheduler_config, s.steps)
         timesteps = solver.timesteps if solver is not None else ddim_timesteps(
             s.steps, int(primary.scheduler_config.get("num_train_timesteps", 1000)),
@@ -296,7 +299,7 @@ class FusionPipeline:
                 share=s.share, batch_trajectories=batch, solver=solver)
             _check_cancel(cancel)  # a Stop during the last step skips the decode
             stats.choices.update(batch_trajectories=batch, batch_reason=why, sampler=s.sampler, share=s.share)
-            images = self.decode(latents, s)
+            images = finish_images(s, self.decode(latents, run_s))
             trace = recorder.steps(s.steps, (s.width, s.height), s.primary)
             results.append(FusionResult(seed=int(seed), settings=s, images=images, saliency=trace,
                                         stats=stats, seconds=time.perf_counter() - t0))

@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 import torch
 
 from . import snb
+from .blend_options import BlendOptions, blend_step
 from .ddim import (Cancelled, alphas_cumprod, check_cancel, ddim_step, ddim_timesteps, eps_from_prediction,
                    previous_alpha)
 from .schedule import uses_snb
@@ -107,9 +108,17 @@ class Trajectory:
     #: evaluate the secondary on every step even where its noise is not used (the naive
     #: schedule, for benchmarks and tests; outputs are identical either way)
     eager_secondary: bool = False
+    #: options beyond SNB (:mod:`fusion.blend_options`; None or all off: SNB exactly) and whether
+    #: the primary is the general model (the options name models, not roles)
+    blend_options: BlendOptions | None = None
+    general_primary: bool = True
 
     def fuses_at(self, t: int) -> bool:
-        return self.secondary is not None and uses_snb(t, self.v1, self.mode)
+        if self.secondary is None:
+            return False
+        snb_step = uses_snb(t, self.v1, self.mode)
+        opts = self.blend_options
+        return snb_step or (opts is not None and opts.takes_over(t, snb_step) is not None)
 
     def needs_secondary(self, t: int) -> bool:
         return self.secondary is not None and (self.eager_secondary or self.fuses_at(t))
@@ -221,10 +230,14 @@ def sample_trajectories(
             if tr.fuses_at(t):
                 u_s, c_s = results[key(evals[1])]
                 settings = _blend_settings(tr)
-                bkey = (key(evals[0]), key(evals[1]), tuple(sorted(settings.items())))
+                bkey = (key(evals[0]), key(evals[1]), tuple(sorted(settings.items())), tr.blend_options,
+                        tr.general_primary)
                 res = blends.get(bkey) if share else None
                 if res is None:
-                    res = snb.blend(c_p, u_p, c_s, u_s, guidance_scale, **settings)
+                    res = (snb.blend(c_p, u_p, c_s, u_s, guidance_scale, **settings) if tr.blend_options is None else
+                           blend_step(c_p, u_p, c_s, u_s, guidance_scale, **settings, t=int(t),
+                                      snb_step=uses_snb(t, tr.v1, tr.mode), options=tr.blend_options,
+                                      general_primary=tr.general_primary))
                     if share:
                         blends[bkey] = res
                 snb_out[tr.name] = res

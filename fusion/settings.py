@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
+from .blend_options import BlendOptions, as_blend_options
 from .schedule import FusionSelection, check_mode, parse_fusion_selection
 
 __all__ = ["SettingsError", "FusionSettings", "LoraSettings", "PairChoice", "FusionRequest", "TRAJECTORIES",
@@ -123,6 +124,10 @@ class FusionSettings:
     share: bool = True
     batch_trajectories: bool | None = None
     eager_secondary: bool = False
+    # ---- options beyond the paper (issue 13; fusion/blend_options.py): all off by default ----
+    #: blend: a :class:`fusion.blend_options.BlendOptions` (or a dict of its fields): a window where the
+    #: general model leads alone, a low-frequency split, a late mix, recolouring; default: none (SNB exactly)
+    blend: BlendOptions | dict | None = None
 
     def validated(self) -> "FusionSettings":
         """A copy with parsed/normalised fields (``fusion_selection`` a :class:`FusionSelection`,
@@ -158,9 +163,10 @@ class FusionSettings:
         if bad or not traj:
             raise SettingsError("trajectories",
                                 f"trajectories must be a non-empty subset of {TRAJECTORIES}, got {traj}")
+        blend = _checked("blend", as_blend_options, self.blend)
         return replace(self, fusion_selection=sel, mode=mode, steps=int(self.steps),
                        n_samples=int(self.n_samples), guidance_scale=float(self.guidance_scale),
-                       trajectories=traj)
+                       trajectories=traj, blend=blend)
 
 
 @dataclass

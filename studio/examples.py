@@ -13,9 +13,15 @@ triangles) and the general model has only seen photos:
    (Reference: "A bee is making honey", fusion_selection 850,1,1, merge_mode 1.)
 
 Like the reference, each recipe gives both models the same prompt.
+
+Before them comes the **demo** (the first example; its caption is shown above the examples): a blind-spot
+prompt with the settings the fusion-quality benchmark recommends for its family, read from the
+benchmark's prompt file (``assets/toyworld/fusion_prompts.json``: defaults + family settings,
+options beyond the paper included), with a one-line caption saying what to look at.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,12 +40,41 @@ class FusionExample:
     steps: int = 50
     guidance: float = 7.5
     negative_prompt: str = ""
+    blend: str = ""       # options beyond the paper, JSON (fusion.blend_options); "" = the faithful SNB
+    caption: str = ""     # one line: what to look at
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-FUSION_EXAMPLES = [
+FUSION_PROMPTS = ASSETS_DIR / "toyworld" / "fusion_prompts.json"
+
+#: the demo: a prompt of the expert's blind spots (it never saw purple or triangles) and its family
+DEMO = dict(family="blind_both", prompt="a cartoon of a big purple triangle", prompt1="a big purple triangle",
+            seed=6854,
+            caption="Look at *Fused*: a cartoon (outline, eyes, cream background) of a **purple triangle**; "
+                    "the expert alone never saw purple or triangles and draws something else.")
+
+
+def recommended_settings(family: str, path: Path = FUSION_PROMPTS) -> dict:
+    """The benchmark's settings for a prompt family: the prompt file's defaults + the family's settings."""
+    spec = json.loads(Path(path).read_text())
+    return {**spec["defaults"], **spec["families"][family]["settings"]}
+
+
+def demo_example(path: Path = FUSION_PROMPTS) -> FusionExample:
+    """The first example: :data:`DEMO` with the benchmark's recommended settings for its family."""
+    s = recommended_settings(DEMO["family"], path)
+    blend = json.dumps(s["blend"], separators=(",", ":")) if s.get("blend") else ""
+    return FusionExample(f"Demo: a blind spot of the expert, fused with the benchmark's best settings ({DEMO['family']})",
+                         prompt=DEMO["prompt"], prompt1=DEMO["prompt1"], fusion_selection=s["fusion_selection"],
+                         mode=int(s["mode"]), primary=s["primary"], seed=DEMO["seed"], steps=int(s["steps"]),
+                         guidance=float(s["guidance_scale"]), blend=blend, caption=DEMO["caption"])
+
+
+#: the reference's two recipes; the Fusion tab's widgets start from the first (API calls that leave a field
+#: out get these values, as before); the demo is one click away as the first example
+REFERENCE_RECIPES = [
     FusionExample("Recipe 1: composition from the general model, style from the expert",
                   prompt="a big green triangle", prompt1="a big green triangle",
                   fusion_selection="600,1,1", mode=2, primary="general"),
@@ -47,6 +82,8 @@ FUSION_EXAMPLES = [
                   prompt="a small blue square", prompt1="a small blue square",
                   fusion_selection="850,1,1", mode=1, primary="expert"),
 ]
+
+FUSION_EXAMPLES = [demo_example(), *REFERENCE_RECIPES]
 
 EXAMPLES_DIR = ASSETS_DIR / "examples"
 

@@ -40,11 +40,13 @@ class FuseRequest(ModelPick):
     mode: int = APP.mode
     primary: str = APP.primary
     sampler: str = APP.sampler        # fusion.schedulers.SAMPLERS
+    blend: str = ""                   # options beyond the paper as JSON (fusion.blend_options); "" = none
 
     def settings(self, steps: int, height: int | None, width: int | None):
         """The library's settings of this request (``steps``, sizes: already whole numbers)."""
+        from fusion.blend_options import parse_blend_text
         from fusion.settings import FusionSettings
-        return FusionSettings(
+        return FusionSettings(blend=parse_blend_text(self.blend),
             fusion_selection=str(self.fusion_selection).strip(), mode=self.mode, primary=self.primary, steps=steps,
             sampler=self.sampler or "ddim", guidance_scale=self.guidance, height=height, width=width,
             n_samples=APP.n_samples, negative_prompt=self.negative_prompt or "", capture_saliency=True,

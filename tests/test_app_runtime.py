@@ -182,7 +182,7 @@ def test_discover_resolve_geometry(tmp_path, tiny_dirs):
 def test_examples_are_valid_recipes():
     from fusion.schedule import check_mode, parse_fusion_selection
     from studio.examples import FUSION_EXAMPLES, style_examples
-    r1, r2 = FUSION_EXAMPLES
+    demo, r1, r2 = FUSION_EXAMPLES  # the demo (tests/test_fusion_demo.py), then the reference recipes
     assert (r1.fusion_selection, r1.mode, r1.primary) == ("600,1,1", 2, "general")
     assert (r2.fusion_selection, r2.mode, r2.primary) == ("850,1,1", 1, "expert")
     for e in FUSION_EXAMPLES:

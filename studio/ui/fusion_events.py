@@ -22,7 +22,8 @@ __all__ = ["FUSE_INPUTS", "fuse_request", "FusionEvents"]
 #: ``selection`` ``negative_prompt`` and ``fusion_selection``)
 FUSE_INPUTS = ("general", "expert", "general_path", "expert_path", "primary", "prompt", "prompt1", "negative",
                "seed", "steps", "guidance", "height", "width", "selection", "mode", "general_lora", "expert_lora",
-               "general_lora_path", "expert_lora_path", "general_lora_scale", "expert_lora_scale", "sampler")
+               "general_lora_path", "expert_lora_path", "general_lora_scale", "expert_lora_scale", "sampler",
+               "blend")
 
 
 def fuse_request(v: dict) -> FuseRequest:
@@ -39,7 +40,7 @@ def fuse_request(v: dict) -> FuseRequest:
         mode=int(v["mode"] if v["mode"] is not None else APP.mode), general_lora=v["general_lora"] or "",
         expert_lora=v["expert_lora"] or "", general_lora_path_box=v["general_lora_path"] or "",
         expert_lora_path_box=v["expert_lora_path"] or "", general_lora_scale=v["general_lora_scale"],
-        expert_lora_scale=v["expert_lora_scale"], sampler=v["sampler"] or APP.sampler)
+        expert_lora_scale=v["expert_lora_scale"], sampler=v["sampler"] or APP.sampler, blend=v["blend"] or "")
 
 
 class FusionEvents:
@@ -53,7 +54,7 @@ class FusionEvents:
     def fuse(self, general, expert, general_path, expert_path, primary, prompt, prompt1, negative_prompt, seed,
              steps, guidance, height, width, fusion_selection, mode, general_lora="", expert_lora="",
              general_lora_path="", expert_lora_path="", general_lora_scale=1.0, expert_lora_scale=1.0,
-             sampler="ddim", progress=gr.Progress(), request: gr.Request = None):
+             sampler="ddim", blend="", progress=gr.Progress(), request: gr.Request = None):
         """Run a fusion; stream previews; return general, expert and fused images, the
         before/after pair, and the saliency view of the first captured SNB step."""
         values = {k: v for k, v in locals().items() if k not in ("self", "progress", "request")}
@@ -96,11 +97,11 @@ class FusionEvents:
         o = self.tab.out
         return [o.general, o.expert, o.fused, o.compare, self.tab.recipe.status]
 
-    def fuse_example(self, prompt, prompt1, selection, mode, primary, seed, steps, guidance):
+    def fuse_example(self, prompt, prompt1, selection, mode, primary, seed, steps, guidance, blend=""):
         """An example's final images (cached at start-up in public mode)."""
         c, last = self.choices, {}
         for last in self.fuse(c.default_general, c.default_expert, "", "", primary, prompt, prompt1, "", seed,
-                              steps, guidance, c.geo.native, c.geo.native, selection, mode):
+                              steps, guidance, c.geo.native, c.geo.native, selection, mode, blend=blend):
             pass
         return [last.get(k) for k in self.example_outputs()]
 
@@ -137,10 +138,13 @@ class FusionEvents:
         """The reference's two recipes (inside the open tab)."""
         r, lim = self.tab.recipe, self.ctx.policy.limits
         rows = [[e.prompt, e.prompt1, e.fusion_selection, e.mode, e.primary, e.seed,
-                 min(e.steps, lim.max_steps) if self.ctx.public else e.steps, e.guidance] for e in ex.FUSION_EXAMPLES]
+                 min(e.steps, lim.max_steps) if self.ctx.public else e.steps, e.guidance, e.blend]
+                for e in ex.FUSION_EXAMPLES]
+        gr.Markdown(ex.FUSION_EXAMPLES[0].caption, elem_id="demo_caption")
         gr.Examples(examples=rows, example_labels=[e.title for e in ex.FUSION_EXAMPLES],
-                    inputs=[r.prompt, r.prompt1, r.selection, r.mode, self.tab.picker.primary, r.seed, r.steps, r.guidance],
-                    label="The reference's two recipes in the toy world (click one, then Fuse)",
+                    inputs=[r.prompt, r.prompt1, r.selection, r.mode, self.tab.picker.primary, r.seed, r.steps, r.guidance,
+                            r.blend],
+                    label="The demo and the reference's two recipes in the toy world (click one, then Fuse)",
                     **self.ctx.example_cache(lambda *a: self.fuse_example(*a), self.example_outputs()))
 
     def fuse_outputs(self) -> list:

@@ -5,7 +5,7 @@ from dataclasses import dataclass, fields
 
 import gradio as gr
 
-from fusion.schedule import MODE_HELP
+from fusion.schedule import MODE_HELP, parse_fusion_selection
 from fusion.schedulers import SAMPLER_HELP
 
 from .. import examples as ex
@@ -36,6 +36,7 @@ class Recipe:
     ke: gr.Slider
     mode: gr.Radio
     selection: gr.Textbox
+    blend: gr.Textbox
     run: gr.Button
     stop: gr.Button
     status: gr.Markdown
@@ -84,21 +85,25 @@ def _sampling_rows(ctx: AppContext, recipe, geo) -> dict:
 
 def _selection_group(recipe) -> dict:
     """The v1/kg/ke sliders, the merge mode and the fusion_selection text they make."""
+    sel = parse_fusion_selection(recipe.fusion_selection)
     with gr.Group():
         with gr.Row():
-            v1 = gr.Slider(0, 1000, value=600, step=1, label="v1 (fusion step, DDPM t)", elem_id="v1")
-            kg = gr.Slider(0.05, 10, value=1, step=0.05, label="kg (primary sharpness)")
-            ke = gr.Slider(0.05, 10, value=1, step=0.05, label="ke (secondary sharpness)")
+            v1 = gr.Slider(0, 1000, value=sel.v1, step=1, label="v1 (fusion step, DDPM t)", elem_id="v1")
+            kg = gr.Slider(0.05, 10, value=sel.kg, step=0.05, label="kg (primary sharpness)")
+            ke = gr.Slider(0.05, 10, value=sel.ke, step=0.05, label="ke (secondary sharpness)")
         mode = gr.Radio([(MODE_HELP[m], m) for m in (0, 1, 2)], value=recipe.mode, label="Merge mode",
                         elem_id="mode")
         selection = gr.Textbox(recipe.fusion_selection, label="fusion_selection (v1,kg,ke)",
                                info="made by the sliders; paste one and press Enter", max_lines=1,
                                elem_id="fusion_selection")
-    return dict(v1=v1, kg=kg, ke=ke, mode=mode, selection=selection)
+    blend = gr.Textbox(recipe.blend, label="Options beyond the paper (JSON; empty = faithful SNB)", max_lines=1,
+                       info='fusion/blend_options.py, e.g. {"general_window":[500,400],"recolor":true}',
+                       elem_id="blend")
+    return dict(v1=v1, kg=kg, ke=ke, mode=mode, selection=selection, blend=blend)
 
 
 def _recipe(ctx: AppContext, geo) -> Recipe:
-    recipe = ex.FUSION_EXAMPLES[0]
+    recipe = ex.REFERENCE_RECIPES[0]  # the demo is the first example (studio.examples)
     prompt = gr.Textbox(recipe.prompt, label="Prompt (expert)", lines=1, elem_id="prompt")
     prompt1 = gr.Textbox(recipe.prompt1, label="Prompt1 (general)", lines=1, elem_id="prompt1")
     negative = gr.Textbox("", label="Negative prompt", lines=1)
