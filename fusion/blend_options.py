@@ -22,7 +22,7 @@ Options (each a field of :class:`BlendOptions`, ``FusionSettings.blend``):
   windows), ``w`` x the general model's guided noise + ``(1 - w)`` x the expert's.
 * ``recolor``: after decoding, the fused image's subject gets the general image's subject colour
   (region-wise mean/std colour transfer, Reinhard et al. 2001, on the saturated pixels; the same
-  rule as :func:`mccstn.expert_transfer.match_subject_colour`, on tensors here, see
+  rule as :func:`styleid.colour.match_subject_colour`, on tensors here, see
   :mod:`fusion.recolor`). The general image is produced for it when not requested.
 
 The steps these options take over are reported through the same :class:`fusion.snb.SNBResult`

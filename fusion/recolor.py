@@ -6,7 +6,7 @@ Region-wise mean/std colour transfer (Reinhard et al., "Color Transfer between I
 each image, which in the toy world is the object and nothing else (outlines dark, eyes black and
 white, backgrounds grey or cream). Pixels are blended by a soft weight rising from 0.8 x threshold to
 the threshold, so outlines and background stay as drawn. The same rule as
-:func:`mccstn.expert_transfer.match_subject_colour` (PIL images, 0..255), here on (n, 3, H, W)
+:func:`styleid.colour.match_subject_colour` (PIL images, 0..255), here on (n, 3, H, W)
 tensors in [0, 1], one sample at a time.
 """
 from __future__ import annotations

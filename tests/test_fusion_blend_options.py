@@ -129,7 +129,7 @@ def test_gaussian_blur_against_a_dense_convolution():
 def test_recolor_matches_the_style_tabs_rule_and_leaves_background_and_outline():
     from PIL import Image
 
-    from mccstn.expert_transfer import match_subject_colour
+    from styleid.colour import match_subject_colour
 
     yy, xx = np.mgrid[:32, :32]
     disc = (yy - 16) ** 2 + (xx - 16) ** 2 < 81
