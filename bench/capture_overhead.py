@@ -164,10 +164,20 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     _paths(args.code)
     import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args) -> dict:
+    import torch
+
     import fusion
     from bench.fusion_speed import make_models
     from fusion.pipeline import FusionPipeline
-    torch.set_num_threads(args.threads)
     g, e = make_models(args.size, torch.device("cpu"), torch.float32, shared=True)
     pipe = FusionPipeline(g, e)
     res = dict(label=args.label, args=vars(args),

@@ -49,3 +49,26 @@ def test_gpu_check_script_smoke_flag_prints_one_table(tmp_path):
     res = json.loads((tmp_path / "gpu_check_cpu_smoke.json").read_text())
     assert res["unet_calls"]["dpmpp_2m_2"] == 2 * 2  # two UNets, one batched call each per step
     assert "saliency_capture_cost" in res
+
+
+def test_capture_overhead_bench_measures_the_captures_own_work(tmp_path):
+    from bench.capture_overhead import main
+    out = tmp_path / "co.json"
+    res = main(["--size", "tiny", "--steps", "4", "--H", "32", "--W", "32", "--repeat", "1", "--warmup", "0",
+                "--recipes", "600,1,1:2:general", "--out", str(out)])
+    [row] = res["rows"]
+    assert row["captured_steps"] > 0 and out.with_suffix(".md").read_text().startswith("### capture_overhead")
+    for clock in ("cpu", "wall"):
+        assert row[clock]["capture_work_s"] > 0 and row[clock]["view_s"] > 0  # the probes saw the capture run
+        assert 0 < row[clock]["direct_overhead"] < 1
+
+
+def test_app_speed_bench_times_the_app_and_the_library(tmp_path):
+    from bench.app_speed import WAYS, main
+    out = tmp_path / "as.json"
+    res = main(["--steps", "4", "--size", "32", "--repeat", "1", "--warmup", "0", "--out", str(out)])
+    assert set(res["ways"]) == set(WAYS) and res["url_loopback"]
+    assert res["ways"]["app"]["inside"]["client_download"]["calls"] > 0  # gradio_client fetched the images
+    assert res["ways"]["app_urls"]["inside"]["gradio_postprocess"]["calls"] > 0
+    assert "client_download" not in res["ways"]["app_urls"]["inside"]
+    assert res["ways"]["pipeline"]["inside"]["decode"]["calls"] == 1  # the library's final decode only
