@@ -76,6 +76,17 @@ def merge(out: Path, tags: list[str], spec: dict) -> dict:
         meta = {k: v for k, v in d.items() if k != "rows"}
         with open(out / f"fusion_quality_{tag}.csv") as f:
             records += list(csv.DictReader(f))
+    faithful_csv = out / "fusion_quality.csv"  # the faithful SNB's full benchmark (3 arms, 4 samples per seed)
+    if "faithful" not in results and faithful_csv.is_file():
+        with open(faithful_csv) as f:
+            rows = [r for r in csv.DictReader(f) if r["arm"] == "fused"]
+        for r in rows:
+            for k in ("joint", "prompt_ok", "cartoon", "seed", "sample"):
+                r[k] = int(r[k])
+        for label, keep in (("faithful (bench/results/fusion_quality.csv, 4 samples/seed)", rows),
+                            ("faithful (same csv, sample 0 of each seed)", [r for r in rows if r["sample"] == 0])):
+            results[label] = dict(families=family_rows(keep), all_joint=float(np.mean([r["joint"] for r in keep])),
+                                  settings={}, source=str(faithful_csv.name))
     rec = compose_recommended(spec, results)
     if rec is not None and "recommended" not in results:
         n = sum(v["n"] for v in rec.values())
