@@ -66,7 +66,8 @@ def demo_example(path: Path = FUSION_PROMPTS) -> FusionExample:
     """The first example: :data:`DEMO` with the benchmark's recommended settings for its family."""
     s = recommended_settings(DEMO["family"], path)
     blend = json.dumps(s["blend"], separators=(",", ":")) if s.get("blend") else ""
-    return FusionExample(f"Demo: a blind spot of the expert, fused with the benchmark's best settings ({DEMO['family']})",
+    # (no "fuse" in the title: the browser tests find the Fuse button by its accessible name)
+    return FusionExample(f"Demo: the expert's blind spot with the benchmark's best settings ({DEMO['family']})",
                          prompt=DEMO["prompt"], prompt1=DEMO["prompt1"], fusion_selection=s["fusion_selection"],
                          mode=int(s["mode"]), primary=s["primary"], seed=DEMO["seed"], steps=int(s["steps"]),
                          guidance=float(s["guidance_scale"]), blend=blend, caption=DEMO["caption"])
