@@ -20,7 +20,9 @@ judge. Arms (``--arms``, ``NAME+field=value`` overrides a setting):
 * ``styleid``          - StyleID with its published defaults (styleid.injection, general model): the baseline;
 * ``styleid-cartoon``  - the same on the cartoon expert;
 * ``expert``           - styleid.expert.expert_transfer (invert with the general model, sample with the
-                         cartoon expert), preserve-colour on; ``expert-recolour``: off;
+                         cartoon expert) at its defaults (strength 0.6, silhouette lock with a 0.3 re-draw),
+                         preserve-colour on; ``expert-recolour``: off; ``expert-nolock``: the engine's
+                         defaults before the lock (strength 0.5, no lock);
 * ``mccstn``           - the shipped toy-world MccSTN weights (assets/mccstn), alpha 1, preserve-colour on in
                          the app's "subject" colour mode (recolour only the stylised subject);
                          ``mccstn-official``: preserve-colour on, the reference recipe (the whole style image
@@ -131,11 +133,12 @@ ARMS = {
     "styleid-cartoon": ("injection-cartoon", {}),
     "expert": ("expert", {"preserve_color": True}),
     "expert-recolour": ("expert", {"preserve_color": False}),
+    "expert-nolock": ("expert", {"preserve_color": True, "strength": 0.5, "lock": False}),
     "mccstn": ("mccstn", {"preserve_color": True, "alpha": 1.0, "long_side": 256, "colour_mode": "subject"}),
     "mccstn-official": ("mccstn", {"preserve_color": True, "alpha": 1.0, "long_side": 256, "colour_mode": "official"}),
     "mccstn-recolour": ("mccstn", {"preserve_color": False, "alpha": 1.0, "long_side": 256}),
 }
-DEFAULT_ARMS = "styleid,expert,expert-recolour,mccstn,mccstn-official,mccstn-recolour"
+DEFAULT_ARMS = "styleid,expert,expert-recolour,expert-nolock,mccstn,mccstn-official,mccstn-recolour"
 
 
 def parse_arm(arm: str) -> tuple[str, dict]:

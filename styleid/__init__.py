@@ -8,6 +8,8 @@
 * :mod:`styleid.expert` - subject-keeping transfer: invert with the general model, sample with a
   style expert; ``expert_transfer(general, expert, content, style, ExpertTransferSettings(...))``.
 * :mod:`styleid.colour` - region-wise colour transfer of the subject (``match_subject_colour``).
+* :mod:`styleid.masks` - the content's subject as a latent-grid mask and the silhouette lock
+  (``subject_mask``, ``lock_silhouette``).
 * :mod:`styleid.images` - image loading and sizing on the model grid, VAE encode/decode.
 * :mod:`styleid.denoise` - the shared UNet side: schedule, one eps prediction, cancel check.
 

@@ -34,8 +34,9 @@ class ExpertEngine(StyleEngine):
 
     name = "expert"
     description = ("Subject-keeping diffusion style transfer: the content is partly inverted with the "
-                   "general model and re-sampled by the style expert (toy cartoon expert); the subject "
-                   "keeps its shape, size and position, and its colour with 'preserve colour'. "
+                   "general model and re-sampled by the style expert (toy cartoon expert), then held to "
+                   "the content's silhouette and re-drawn; the subject keeps its shape, size and position, "
+                   "and its colour with 'preserve colour'. "
                    "Weights: the embedded toy models, trained from scratch in the toy world.")
 
     def __init__(self, general: Any = None, expert: Any = None,
@@ -79,6 +80,10 @@ class ExpertEngine(StyleEngine):
                     info="share of the schedule re-drawn by the expert: higher = more style, less content detail"),
             Control("preserve_color", "checkbox", "Preserve content colours", d.preserve_color,
                     info="the subject keeps the content's colour (off: it takes the style subject's colour)"),
+            Control("lock", "checkbox", "Keep the content's silhouette", d.lock,
+                    info="clear what the expert drew outside the content's subject, then let it re-draw the outline"),
+            Control("lock_strength", "slider", "Silhouette re-draw strength", d.lock_strength, 0.0, 0.9, 0.05,
+                    info="share of the schedule the expert re-draws after the silhouette lock (0 = none)"),
             Control("steps", "slider", "DDIM steps", d.steps, 5, 100, 1, info="full schedule length"),
             Control("general_weight", "slider", "General-model share", d.general_weight, 0.0, 1.0, 0.05,
                     info="blend of the general model's noise prediction into the expert's steps"),
