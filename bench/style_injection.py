@@ -46,6 +46,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 from fusion.loading import load_model  # noqa: E402
 from styleid.injection import InjectionSettings, style_transfer  # noqa: E402
 from styleid.attention import default_layer_indices, estimate_store_bytes  # noqa: E402
+from toyworld.pixels import iou_shift, silhouette  # noqa: E402,F401  (re-exported)
 from toyworld.render import COLORS, SHAPES, SIZES, Scene, render  # noqa: E402
 from toyworld.models import DEFAULT_CARTOON, DEFAULT_GENERAL, JUDGE_PATH  # noqa: E402
 
@@ -65,23 +66,6 @@ def pairs(n: int, seed: int = 2024) -> list[tuple[Scene, Scene]]:
         s = Scene(s_color, s_shape, SIZES[rng.integers(len(SIZES))], "cartoon", int(rng.integers(2**31 - 1)))
         out.append((c, s))
     return out
-
-
-def silhouette(img: np.ndarray, chroma: int = 70) -> np.ndarray:
-    """Mask of saturated pixels: every toy object colour is saturated, the photo backgrounds are
-    grey, the cartoon background cream (chroma 45) and the outlines dark."""
-    a = img.astype(np.int16)
-    return (a.max(-1) - a.min(-1)) > chroma
-
-
-def iou_shift(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    inter, union = (a & b).sum(), (a | b).sum()
-    iou = float(inter / union) if union else 0.0
-    if a.sum() == 0 or b.sum() == 0:
-        return iou, float("nan")
-    ya, xa = np.argwhere(a).mean(0)
-    yb, xb = np.argwhere(b).mean(0)
-    return iou, float(np.hypot(ya - yb, xa - xb))
 
 
 ARMS = {

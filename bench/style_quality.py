@@ -52,6 +52,7 @@ import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from toyworld.models import DEFAULT_CARTOON, DEFAULT_GENERAL, JUDGE_PATH  # noqa: E402
+from toyworld.pixels import iou_shift, silhouette  # noqa: E402,F401  (re-exported)
 from toyworld.render import COLORS, SHAPES, SIZES, Scene, render  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
@@ -75,22 +76,6 @@ def pairs(n: int, seed: int) -> list[tuple[Scene, Scene]]:
         style = Scene(str(s_col), str(s_shp), str(rng.choice(SIZES)), "cartoon", int(rng.integers(2**31 - 1)))
         out.append((content, style))
     return out
-
-
-def silhouette(img: np.ndarray, chroma: int = 70) -> np.ndarray:
-    """Saturated pixels: the objects are saturated, photo backgrounds grey, cartoon ones cream."""
-    a = img.astype(np.int16)
-    return (a.max(-1) - a.min(-1)) > chroma
-
-
-def iou_shift(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    inter, union = (a & b).sum(), (a | b).sum()
-    iou = float(inter / union) if union else 0.0
-    if a.sum() == 0 or b.sum() == 0:
-        return iou, float("nan")
-    ya, xa = np.argwhere(a).mean(0)
-    yb, xb = np.argwhere(b).mean(0)
-    return iou, float(np.hypot(ya - yb, xa - xb))
 
 
 def to_judge_size(img: Image.Image, size: int = 64) -> np.ndarray:
