@@ -34,10 +34,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
-import torch
-import torch.nn.functional as F
-
-from . import snb
+# torch (and fusion.snb) are imported where used: fusion.settings imports this module and stays torch-free
 
 __all__ = ["BlendOptions", "as_blend_options", "blend_step", "gaussian_blur"]
 
@@ -140,9 +137,12 @@ def as_blend_options(value) -> BlendOptions:
     return BlendOptions(**value)
 
 
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+def gaussian_blur(x: "torch.Tensor", sigma: float) -> "torch.Tensor":
     """Separable Gaussian blur of (B, C, h, w) per channel, radius ceil(3 sigma) (at most the side - 1),
     reflected borders."""
+    import torch
+    import torch.nn.functional as F
+
     h, w = x.shape[-2:]
     r = max(1, min(int(math.ceil(3 * sigma)), h - 1, w - 1))
     k = torch.arange(-r, r + 1, device=x.device, dtype=x.dtype)
@@ -153,9 +153,11 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
-def _uniform(like: torch.Tensor, secondary_weight: float) -> snb.SNBResult:
+def _uniform(like, secondary_weight: float):
     """Saliency maps for a step an option took over: uniform, so the derived mask is 1 (secondary)
     exactly where the secondary's weight is above one half."""
+    import torch
+
     b, _, h, w = like.shape
     ones = torch.full((b, 1, h, w), 1.0 / (h * w), device=like.device, dtype=like.dtype)
     return ones * (1 - secondary_weight), ones * secondary_weight
@@ -163,8 +165,10 @@ def _uniform(like: torch.Tensor, secondary_weight: float) -> snb.SNBResult:
 
 def blend_step(eps_p_cond, eps_p_uncond, eps_s_cond, eps_s_uncond, guidance_scale: float, kg: float, ke: float,
                own_uncond: bool = False, *, t: int, snb_step: bool, options: BlendOptions | None = None,
-               general_primary: bool = True) -> snb.SNBResult:
+               general_primary: bool = True) -> "snb.SNBResult":
     """One fused step: :func:`fusion.snb.blend` unless an option takes this step over."""
+    from . import snb
+
     how = options.takes_over(int(t), snb_step) if options is not None else None
     if how is None:
         return snb.blend(eps_p_cond, eps_p_uncond, eps_s_cond, eps_s_uncond, guidance_scale, kg, ke, own_uncond)
