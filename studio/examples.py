@@ -14,10 +14,13 @@ triangles) and the general model has only seen photos:
 
 Like the reference, each recipe gives both models the same prompt.
 
-Before them comes the **demo** (the first example; its caption is shown above the examples): a blind-spot
-prompt with the settings the fusion-quality benchmark recommends for its family, read from the
-benchmark's prompt file (``assets/toyworld/fusion_prompts.json``: defaults + family settings,
-options beyond the paper included), with a one-line caption saying what to look at.
+Before them comes the **demo** (the first example; its caption is shown under the Fuse button and
+above the examples): a blind-spot prompt with the settings the fusion-quality benchmark recommends
+for its family, read from the benchmark's prompt file (``assets/toyworld/fusion_prompts.json``:
+defaults + family settings, options beyond the paper included), with a one-line caption saying what
+to look at. The Fusion tab's widgets start from it (:func:`studio.ui.fusion_tab.start_values`) and
+the app's defaults are its settings (:data:`studio.requests.APP`), so the first Fuse click, and a
+``/fuse`` call that leaves a parameter out, run the demo.
 """
 from __future__ import annotations
 
@@ -73,8 +76,8 @@ def demo_example(path: Path = FUSION_PROMPTS) -> FusionExample:
                          guidance=float(s["guidance_scale"]), blend=blend, caption=DEMO["caption"])
 
 
-#: the reference's two recipes; the Fusion tab's widgets start from the first (API calls that leave a field
-#: out get these values, as before); the demo is one click away as the first example
+#: the reference's two recipes, one click away as the second and third examples (the Fusion tab's widgets and
+#: the app's defaults are the demo's)
 REFERENCE_RECIPES = [
     FusionExample("Recipe 1: composition from the general model, style from the expert",
                   prompt="a big green triangle", prompt1="a big green triangle",

@@ -25,7 +25,8 @@ class FuseRequest(ModelPick):
     """One Fusion tab request as the UI and the API send it (not yet checked): the pickers'
     values (:class:`studio.requests.ModelPick`: ``general``, ``expert``, path boxes, LoRAs),
     the prompts and the settings under the app's names, with the app's defaults
-    (:data:`studio.requests.APP`). :meth:`FusionService.check` makes it the library's
+    (:data:`studio.requests.APP`: the demo's recipe, blend options included; pass ``blend=""`` for
+    the faithful SNB). :meth:`FusionService.check` makes it the library's
     :class:`fusion.settings.FusionRequest`."""
 
     prompt: str                       # the expert's prompt
@@ -40,7 +41,7 @@ class FuseRequest(ModelPick):
     mode: int = APP.mode
     primary: str = APP.primary
     sampler: str = APP.sampler        # fusion.schedulers.SAMPLERS
-    blend: str = ""                   # options beyond the paper as JSON (fusion.blend_options); "" = none
+    blend: str = APP.blend            # options beyond the paper as JSON (fusion.blend_options); "" = none
 
     def settings(self, steps: int, height: int | None, width: int | None):
         """The library's settings of this request (``steps``, sizes: already whole numbers)."""

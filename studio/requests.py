@@ -2,9 +2,15 @@
 conversion to the library's one request object (:class:`fusion.settings.FusionRequest`), whose
 rules check it.
 
-The app keeps its own defaults (50 steps, guidance 7.5, one image per trajectory), in
-:data:`APP` only; the library's and the command lines' are the reference script's
-(:class:`fusion.settings.FusionSettings`: 100 steps, guidance 10, 8 samples).
+The app keeps its own defaults, in :data:`APP` only: the **demo's** (issue 13 item 2: the
+benchmark's recommended settings on a blind-spot prompt, :func:`studio.examples.demo_example`,
+read from ``assets/toyworld/fusion_prompts.json``), so the Fusion tab starts as the demo, a ``/fuse``
+call that leaves a field out runs the demo's value (Gradio fills it with the widget's start-up
+value) and a :class:`studio.fusion_service.FuseRequest` built without one does too. The library's
+and the command lines' defaults stay the reference script's (:class:`fusion.settings.FusionSettings`:
+100 steps, guidance 10, 8 samples, ``600,1,1`` mode 2 with the general model primary, the faithful
+SNB); so do the reference recipes among the examples, and the Sweep tab's axes (its own initial
+values) and its cells (the faithful SNB: the sweep has no blend options).
 
 What stays here is the app's own input conversion: picker values and path boxes to paths
 (through the policy: public mode offers only its models and LoRAs), JSON numbers to whole
@@ -17,6 +23,7 @@ from dataclasses import dataclass, fields
 
 from fusion.settings import LoraSettings, PairChoice
 
+from .examples import FUSION_EXAMPLES
 from .models import resolve_lora, resolve_model
 
 __all__ = ["AppDefaults", "APP", "ModelPick"]
@@ -24,27 +31,37 @@ __all__ = ["AppDefaults", "APP", "ModelPick"]
 
 @dataclass(frozen=True)
 class AppDefaults:
-    """The app's request defaults (the Fusion tab's widgets start from the first example recipe,
-    :mod:`studio.examples`, which uses the same steps and guidance).
+    """The app's request defaults: the demo's recipe (:meth:`from_example`) and the app's own
+    sampling choices.
 
-    steps: Fusion tab sampling steps (50). sweep_steps: Sweep tab requests without a steps value
-    (20). guidance: classifier-free guidance (7.5). seed: the reference's (6854).
-    fusion_selection / mode / primary / sampler: the reference's first recipe ("600,1,1",
-    mode 2, the general model primary, DDIM). n_samples: images per trajectory (1).
+    From the demo (:func:`studio.examples.demo_example`, the benchmark's recommendation for its
+    family; the Fusion tab's widgets start from the same example): seed, steps (Fusion tab; the
+    public app clamps its slider and the example to its step cap), guidance, fusion_selection,
+    mode, primary and blend (options beyond the paper as JSON; "" = the faithful SNB).
+    The app's own: sweep_steps (Sweep tab requests without a steps value, 20), sampler (DDIM, the
+    reference's) and n_samples (images per trajectory, 1).
     """
 
-    steps: int = 50
+    seed: int
+    steps: int
+    guidance: float
+    fusion_selection: str
+    mode: int
+    primary: str
+    blend: str = ""
     sweep_steps: int = 20
-    guidance: float = 7.5
-    seed: int = 6854
-    fusion_selection: str = "600,1,1"
-    mode: int = 2
-    primary: str = "general"
     sampler: str = "ddim"
     n_samples: int = 1
 
+    @classmethod
+    def from_example(cls, e) -> "AppDefaults":
+        """The defaults of a :class:`studio.examples.FusionExample`'s recipe."""
+        return cls(seed=e.seed, steps=e.steps, guidance=e.guidance, fusion_selection=e.fusion_selection,
+                   mode=e.mode, primary=e.primary, blend=e.blend)
 
-APP = AppDefaults()
+
+#: the app's defaults: the demo's (the first example, :func:`studio.examples.demo_example`)
+APP = AppDefaults.from_example(FUSION_EXAMPLES[0])
 
 
 @dataclass(kw_only=True)

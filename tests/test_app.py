@@ -94,7 +94,10 @@ def test_fuse_returns_three_images_and_saliency_view(app, models):
         assert im.format == "PNG" and im.size == (16, 16)
     assert Image.open(plot).format == "PNG"
     assert len(compare) == 2 and all(Path(p).is_file() for p in compare)
-    assert Image.open(compare[0]).tobytes() == Image.open(general).tobytes()  # primary = general
+    # primary left out: the demo's, the expert (issue 13 item 2; it was the general model before, by design)
+    from studio.examples import FUSION_EXAMPLES
+    assert FUSION_EXAMPLES[0].primary == "expert"
+    assert Image.open(compare[0]).tobytes() == Image.open(expert).tobytes()
     assert Image.open(compare[1]).tobytes() == Image.open(fused).tobytes()
     assert step["maximum"] >= 1 and "captured" in step["label"]
     assert "secondary" in caption and status.startswith("Done")
@@ -106,11 +109,12 @@ def test_fuse_returns_three_images_and_saliency_view(app, models):
 
 
 def test_fuse_matches_the_library(app, models):
-    """The UI adds nothing: the fused image is the pipeline's for the same settings."""
+    """The UI adds nothing: the fused image is the pipeline's for the same settings (the reference's
+    second recipe, every setting explicit: blend "" is the faithful SNB, not the demo's options)."""
     from fusion.pipeline import FusionPipeline, FusionSettings
     _, client, _ = app
     out = fuse(client, models, fusion_selection="850,1,1", mode=1, primary="expert", guidance=5,
-               prompt="a big blue square", prompt1="a small red circle", seed=11)
+               prompt="a big blue square", prompt1="a small red circle", seed=11, blend="")
     pipe = FusionPipeline.from_paths(models["general"], models["expert"], device="cpu")
     [res] = pipe("a big blue square", "a small red circle", FusionSettings(
         fusion_selection="850,1,1", mode=1, primary="expert", steps=6, guidance_scale=5.0, height=16, width=16,
@@ -119,11 +123,62 @@ def test_fuse_matches_the_library(app, models):
     assert Image.open(out[0]).convert("RGB").tobytes() == res.pil("general")[0].tobytes()
 
 
+def _fuse_defaults(client) -> dict:
+    """/fuse's parameter defaults by API name, as the API info gives them (the widgets' start-up values)."""
+    params = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/fuse"]["parameters"]
+    return {p["parameter_name"]: p.get("parameter_default") for p in params}
+
+
+def _component(demo, elem_id):
+    [c] = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == elem_id]
+    return c
+
+
+def test_the_fusion_tab_starts_as_the_demo(app):
+    """Issue 13 item 2: the Fusion tab's start-up values are the demo example's (read from the prompt
+    file's recommended settings), so the first Fuse click shows fusion; its caption stands by the
+    Fuse button. (Before: the reference's first recipe, "600,1,1" mode 2 with the general model primary.)"""
+    from fusion.schedule import parse_fusion_selection
+    from studio.examples import FUSION_EXAMPLES, REFERENCE_RECIPES
+    demo, client, _ = app
+    d = FUSION_EXAMPLES[0]
+    got = _fuse_defaults(client)
+    want = dict(prompt=d.prompt, prompt1=d.prompt1, fusion_selection=d.fusion_selection, mode=d.mode,
+                primary=d.primary, seed=d.seed, steps=d.steps, guidance=d.guidance, blend=d.blend)
+    assert {k: got[k] for k in want} == want
+    assert d.blend and (d.fusion_selection, d.primary) != (REFERENCE_RECIPES[0].fusion_selection,
+                                                          REFERENCE_RECIPES[0].primary)
+    sel = parse_fusion_selection(d.fusion_selection)
+    assert [_component(demo, k).value for k in ("v1", "fusion_selection")] == [sel.v1, d.fusion_selection]
+    assert d.caption in _component(demo, "start_caption").value
+
+
+def test_fuse_with_parameters_left_out_runs_the_demo(app, models):
+    """A /fuse call that leaves the recipe out gets the widgets' start-up values: the demo's settings,
+    bit for bit the library's run of them (a tiny size and few steps given)."""
+    from fusion.blend_options import parse_blend_text
+    from fusion.pipeline import FusionPipeline, FusionSettings
+    from studio.examples import FUSION_EXAMPLES, REFERENCE_RECIPES
+    _, client, _ = app
+    out = client.predict(api_name="/fuse", general=models["general"], expert=models["expert"], steps=4,
+                         height=16, width=16)
+    pipe = FusionPipeline.from_paths(models["general"], models["expert"], device="cpu")
+
+    def library(e):
+        [res] = pipe(e.prompt, e.prompt1, FusionSettings(
+            fusion_selection=e.fusion_selection, mode=e.mode, primary=e.primary, steps=4, guidance_scale=e.guidance,
+            height=16, width=16, n_samples=1, blend=parse_blend_text(e.blend)), seeds=[e.seed])
+        return res.pil("fused")[0].tobytes(), res.pil("expert")[0].tobytes()
+    fused, expert = (Image.open(out[i]).convert("RGB").tobytes() for i in (2, 1))
+    assert (fused, expert) == library(FUSION_EXAMPLES[0])
+    assert fused != library(REFERENCE_RECIPES[0])[0]  # the old start-up would have given another image
+
+
 def test_fuse_sampler_choice_is_the_librarys(app, models):
     from fusion.pipeline import FusionPipeline, FusionSettings
     _, client, _ = app
     out = fuse(client, models, sampler="dpmpp_2m", steps=5, seed=12, prompt1="a blue square",
-               fusion_selection="600,1,1", mode=2, primary="general", guidance=7.5)
+               fusion_selection="600,1,1", mode=2, primary="general", guidance=7.5, blend="")
     pipe = FusionPipeline.from_paths(models["general"], models["expert"], device="cpu")
     [res] = pipe("a red circle", "a blue square", FusionSettings(
         steps=5, sampler="dpmpp_2m", guidance_scale=7.5, height=16, width=16, n_samples=1), seeds=[12])
@@ -173,7 +228,8 @@ def test_saliency_scrub_runs_no_model(app, models):
 
 def test_mode_0_has_no_saliency_but_works(app, models):
     _, client, _ = app
-    out = fuse(client, models, mode=0)
+    # blend "": without the demo's recolouring, mode 0's fused image is the primary's (the general model here)
+    out = fuse(client, models, mode=0, primary="general", blend="")
     assert out[4] is None and "No SNB step" in out[9]
     assert Image.open(out[2]).tobytes() == Image.open(out[0]).tobytes()  # fused = the primary's
 

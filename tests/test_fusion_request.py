@@ -75,6 +75,7 @@ def test_the_app_parses_fusion_selection_once_per_request(tiny_dirs, monkeypatch
 def test_defaults_stay_where_they_were():
     from fusion.cli import build_parser
     from fusion.sweep import build_parser as sweep_parser
+    from studio.examples import FUSION_EXAMPLES
     from studio.fusion_service import FuseRequest
     from studio.requests import APP
     from studio.sweep_service import SweepRequest
@@ -87,10 +88,14 @@ def test_defaults_stay_where_they_were():
     assert (s.ddim_steps, s.scale, s.n_samples, s.seed) == (100, 10.0, 1, 6854)
     lib = FusionSettings()
     assert (lib.steps, lib.guidance_scale, lib.n_samples) == (a.ddim_steps, a.scale, a.n_samples)
-    # the app's: the Fusion tab's 50 steps and guidance 7.5, the sweep's 20 steps, one image each
+    # the app's: the demo's recipe (issue 13 item 2: changed by design from the reference's first recipe,
+    # "600,1,1" mode 2 general primary, which stays the library's and the CLI's), the sweep's 20 steps,
+    # one image each
+    demo = FUSION_EXAMPLES[0]
     f = FuseRequest(general="g", expert="e", prompt="p")
-    assert (f.steps, f.guidance, f.seed, f.fusion_selection, f.mode) == (50, 7.5, 6854, "600,1,1", 2)
-    assert (f.steps, f.guidance) == (APP.steps, APP.guidance)
+    recipe = ("steps", "guidance", "seed", "fusion_selection", "mode", "primary", "blend")
+    assert [getattr(f, k) for k in recipe] == [getattr(APP, k) for k in recipe] == [getattr(demo, k) for k in recipe]
+    assert (f.fusion_selection, f.primary) != (lib.fusion_selection, lib.primary) and f.blend  # not the library's
     assert SweepRequest(general="g", expert="e", prompt="p").steps == APP.sweep_steps == 20
     assert f.settings(f.steps, None, None).n_samples == APP.n_samples == 1
 

@@ -13,7 +13,7 @@ from ..fusion_service import FuseRequest
 from ..gpu import StudioError
 from ..requests import APP
 from .common import AppContext, refuse, session
-from .fusion_tab import FusionTab
+from .fusion_tab import FusionTab, as_offered
 from .model_picker import ModelChoices
 
 __all__ = ["FUSE_INPUTS", "fuse_request", "FusionEvents"]
@@ -27,20 +27,25 @@ FUSE_INPUTS = ("general", "expert", "general_path", "expert_path", "primary", "p
 
 
 def fuse_request(v: dict) -> FuseRequest:
-    """The request of ``/fuse``'s values by API name; a missing (None) value takes the app's
-    default (:data:`studio.requests.APP`; a missing seed is 0, missing steps 1, a missing size the
-    model's native size). Everything is checked by the service (:meth:`FusionService.check`)."""
+    """The request of ``/fuse``'s values by API name. A parameter the caller leaves out arrives
+    as the widget's start-up value (Gradio fills it in), which is the demo's
+    (:func:`studio.ui.fusion_tab.start_values`); a missing (None) value takes the app's default,
+    the demo's too (:data:`studio.requests.APP`; but a missing seed is 0, missing steps 1, a missing
+    size the model's native size, an empty blend the faithful SNB). Everything is checked by the
+    service (:meth:`FusionService.check`)."""
     return FuseRequest(
         general=v["general"], expert=v["expert"], general_path_box=v["general_path"] or "",
         expert_path_box=v["expert_path"] or "", primary=v["primary"] or APP.primary, prompt=v["prompt"] or "",
         prompt1=v["prompt1"] or "", negative_prompt=v["negative_prompt"] or "",
         seed=v["seed"] if v["seed"] is not None else 0, steps=1 if v["steps"] is None else v["steps"],
         guidance=float(v["guidance"] if v["guidance"] is not None else APP.guidance),
-        height=v["height"] or None, width=v["width"] or None, fusion_selection=v["fusion_selection"] or "",
+        height=v["height"] or None, width=v["width"] or None,
+        fusion_selection=APP.fusion_selection if v["fusion_selection"] is None else v["fusion_selection"],
         mode=int(v["mode"] if v["mode"] is not None else APP.mode), general_lora=v["general_lora"] or "",
         expert_lora=v["expert_lora"] or "", general_lora_path_box=v["general_lora_path"] or "",
         expert_lora_path_box=v["expert_lora_path"] or "", general_lora_scale=v["general_lora_scale"],
-        expert_lora_scale=v["expert_lora_scale"], sampler=v["sampler"] or APP.sampler, blend=v["blend"] or "")
+        expert_lora_scale=v["expert_lora_scale"], sampler=v["sampler"] or APP.sampler,
+        blend=APP.blend if v["blend"] is None else v["blend"])
 
 
 class FusionEvents:
@@ -135,11 +140,10 @@ class FusionEvents:
 
     # ---- layout parts that need the handlers, and events --------------------------------------
     def examples(self):
-        """The reference's two recipes (inside the open tab)."""
-        r, lim = self.tab.recipe, self.ctx.policy.limits
-        rows = [[e.prompt, e.prompt1, e.fusion_selection, e.mode, e.primary, e.seed,
-                 min(e.steps, lim.max_steps) if self.ctx.public else e.steps, e.guidance, e.blend]
-                for e in ex.FUSION_EXAMPLES]
+        """The demo and the reference's two recipes (inside the open tab)."""
+        r, shown = self.tab.recipe, [as_offered(self.ctx, e) for e in ex.FUSION_EXAMPLES]
+        rows = [[e.prompt, e.prompt1, e.fusion_selection, e.mode, e.primary, e.seed, e.steps, e.guidance, e.blend]
+                for e in shown]
         gr.Markdown(ex.FUSION_EXAMPLES[0].caption, elem_id="demo_caption")
         gr.Examples(examples=rows, example_labels=[e.title for e in ex.FUSION_EXAMPLES],
                     inputs=[r.prompt, r.prompt1, r.selection, r.mode, self.tab.picker.primary, r.seed, r.steps, r.guidance,

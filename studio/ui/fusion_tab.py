@@ -1,7 +1,12 @@
 """The Fusion tab's layout: the pickers, the recipe (prompts, seed, sampling, size, the fusion
 selection), the run buttons, the output images and the saliency view. Handlers:
-:mod:`studio.ui.fusion_events`."""
-from dataclasses import dataclass, fields
+:mod:`studio.ui.fusion_events`.
+
+The widgets start as the demo (the first example, :func:`studio.examples.demo_example`: the
+benchmark's recommended settings on a blind-spot prompt), so the first Fuse click shows fusion;
+its one-line caption stands under the Fuse button.
+"""
+from dataclasses import dataclass, fields, replace
 
 import gradio as gr
 
@@ -14,7 +19,17 @@ from .common import AppContext
 from .model_picker import ModelChoices, ModelPicker, build_model_picker
 from .saliency_view import SaliencyView, build_saliency_view
 
-__all__ = ["Recipe", "FusionOutputs", "FusionTab", "build_fusion_tab"]
+__all__ = ["Recipe", "FusionOutputs", "FusionTab", "build_fusion_tab", "as_offered", "start_values"]
+
+
+def as_offered(ctx: AppContext, example: ex.FusionExample) -> ex.FusionExample:
+    """``example`` as this app offers it: the public app clamps its steps to the step cap."""
+    return replace(example, steps=min(example.steps, ctx.policy.limits.max_steps)) if ctx.public else example
+
+
+def start_values(ctx: AppContext) -> ex.FusionExample:
+    """The Fusion tab's start-up recipe: the demo (the first example), as offered."""
+    return as_offered(ctx, ex.FUSION_EXAMPLES[0])
 
 
 @dataclass
@@ -102,8 +117,7 @@ def _selection_group(recipe) -> dict:
     return dict(v1=v1, kg=kg, ke=ke, mode=mode, selection=selection, blend=blend)
 
 
-def _recipe(ctx: AppContext, geo) -> Recipe:
-    recipe = ex.REFERENCE_RECIPES[0]  # the demo is the first example (studio.examples)
+def _recipe(ctx: AppContext, geo, recipe: ex.FusionExample) -> Recipe:
     prompt = gr.Textbox(recipe.prompt, label="Prompt (expert)", lines=1, elem_id="prompt")
     prompt1 = gr.Textbox(recipe.prompt1, label="Prompt1 (general)", lines=1, elem_id="prompt1")
     negative = gr.Textbox("", label="Negative prompt", lines=1)
@@ -112,6 +126,7 @@ def _recipe(ctx: AppContext, geo) -> Recipe:
     with gr.Row():
         run = gr.Button("Fuse", variant="primary", elem_id="fuse_button")
         stop = gr.Button("Stop", variant="stop", elem_id="stop_button")
+    gr.Markdown(f"Starts as the demo: {recipe.caption}", elem_id="start_caption")
     status = gr.Markdown("", elem_id="status", label="Status")
     return Recipe(prompt=prompt, prompt1=prompt1, negative=negative, **sampling, **selection, run=run, stop=stop,
                   status=status)
@@ -133,8 +148,9 @@ def build_fusion_tab(ctx: AppContext, choices: ModelChoices) -> FusionTab:
     gr.Markdown(f"⚠️ {missing_toy_message()}", visible=not toy_models_present(), elem_id="toy_missing")
     with gr.Row():
         with gr.Column(scale=2, min_width=320):
-            picker = build_model_picker(choices, ctx.public)
-            recipe = _recipe(ctx, choices.geo)
+            start = start_values(ctx)
+            picker = build_model_picker(choices, ctx.public, primary=start.primary)
+            recipe = _recipe(ctx, choices.geo, start)
         with gr.Column(scale=3, min_width=420):
             out, saliency = _outputs()
     return FusionTab(picker, recipe, out, saliency)

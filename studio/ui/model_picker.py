@@ -72,8 +72,9 @@ def _pair(make, names: tuple[str, str], **kw) -> list:
     return [make(label=label, elem_id=elem_id, **kw) for label, elem_id in names]
 
 
-def build_model_picker(choices: ModelChoices, public: bool) -> ModelPicker:
-    """The pickers, inside the open column (public mode: no path boxes)."""
+def build_model_picker(choices: ModelChoices, public: bool, primary: str = "general") -> ModelPicker:
+    """The pickers, inside the open column (public mode: no path boxes); ``primary``: the primary
+    radio's start-up value."""
     pairs, loras = choices.initial_models(), choices.loras()
     with gr.Group():
         with gr.Row():
@@ -97,7 +98,7 @@ def build_model_picker(choices: ModelChoices, public: bool) -> ModelPicker:
                 scales = [gr.Slider(0, 2, value=1.0, step=0.05, label=f"{side} LoRA scale")
                           for side in ("General", "Expert")]
         with gr.Row():
-            primary = gr.Radio([("General model", "general"), ("Expert model", "expert")], value="general",
+            primary = gr.Radio([("General model", "general"), ("Expert model", "expert")], value=primary,
                                label="Primary model", info="its text encoder, schedule and VAE drive the fused run")
             refresh = gr.Button("Rescan models folder", size="sm", scale=0)
     return ModelPicker(general, expert, *paths, *lora, *lora_paths, *scales, primary, refresh)

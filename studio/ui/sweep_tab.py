@@ -53,11 +53,11 @@ def sweep_request(values, axis_values, judge_on) -> SweepRequest:
 
 
 def cell_request(r: SweepRequest, cell) -> FuseRequest:
-    """One cell of sweep ``r`` as a Fusion tab request."""
+    """One cell of sweep ``r`` as a Fusion tab request (the faithful SNB, as the grid ran it)."""
     return FuseRequest(**r.picks(), prompt=r.prompt, prompt1=r.prompt1, negative_prompt=r.negative_prompt,
                        seed=r.seed, steps=r.steps, guidance=r.guidance, height=r.height, width=r.width,
                        fusion_selection=str(cell.selection), mode=cell.mode, primary=cell.primary,
-                       sampler=r.sampler)
+                       sampler=r.sampler, blend="")
 
 
 class SweepTab:
