@@ -77,6 +77,62 @@ def _set_number(page, elem_id: str, value) -> None:
     box.press("Enter")
 
 
+def _value(page, elem_id: str) -> str:
+    return page.locator(f"#{elem_id} textarea, #{elem_id} input").first.input_value()
+
+
+def _assert_starts_as_the_demo(page) -> None:
+    """The page's start-up recipe is the demo example's, its caption by the Fuse button (issue 13 item 2)."""
+    from fusion.schedule import parse_fusion_selection
+    from studio.examples import FUSION_EXAMPLES
+    d = FUSION_EXAMPLES[0]
+    assert [_value(page, k) for k in ("prompt", "prompt1", "fusion_selection", "blend")] == [
+        d.prompt, d.prompt1, d.fusion_selection, d.blend]
+    assert page.locator("#v1 input[type=number]").input_value() == str(parse_fusion_selection(d.fusion_selection).v1)
+    assert page.get_by_role("radio", name="Expert model" if d.primary == "expert" else "General model").is_checked()
+    caption = page.locator("#start_caption")
+    assert caption.is_visible() and "Look at" in caption.inner_text()
+
+
+def test_the_first_fuse_click_shows_the_demo_in_a_real_browser(served):
+    """Open the page, click Fuse, nothing else: the fused image is the demo's cartoon of the prompt's
+    attributes (the toy-world judge reads it), where the expert alone gets them wrong."""
+    if not served["toy"]:
+        pytest.skip("needs the trained toy models (the default pair the page starts with)")
+    import io
+    import urllib.request
+    from urllib.parse import urljoin
+
+    import numpy as np
+    from PIL import Image
+
+    from studio.examples import FUSION_EXAMPLES
+    from toyworld.grammar import parse
+    from toyworld.judge import load_judge, predict
+    from toyworld.models import JUDGE_PATH
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1350})
+            page.goto(served["url"], wait_until="domcontentloaded", timeout=60_000)
+            page.get_by_role("button", name="Fuse").wait_for(timeout=60_000)
+            _assert_starts_as_the_demo(page)
+            page.get_by_role("button", name="Fuse").click()
+            page.wait_for_function("() => document.querySelector('#status')?.innerText.includes('Done')",
+                                   timeout=300_000)
+            srcs = {k: page.locator(f"#out_{k} img").first.get_attribute("src") for k in ("fused", "expert")}
+        finally:
+            browser.close()
+    judge, d = load_judge(JUDGE_PATH), FUSION_EXAMPLES[0]
+    want = {k: v for k, v in parse(d.prompt).items() if v is not None and k != "style"}
+    seen = {}
+    for k, src in srcs.items():
+        im = Image.open(io.BytesIO(urllib.request.urlopen(urljoin(served["url"], src), timeout=30).read())).convert("RGB")
+        seen[k] = {a: v[0] for a, v in predict(judge, np.array(im)[None]).items()}
+    assert {a: seen["fused"][a] for a in want} == want and seen["fused"]["style"] == "cartoon", seen
+    assert {a: seen["expert"][a] for a in want} != want, seen
+
+
 def test_fusion_example_in_a_real_browser(served, tmp_path):
     shot = Path(os.environ.get("STUDIO_SCREENSHOT") or
                 (ROOT / "outputs" / "screenshots" / "fusion_tab.png" if served["toy"] else tmp_path / "fusion_tab.png"))
@@ -91,6 +147,7 @@ def test_fusion_example_in_a_real_browser(served, tmp_path):
             page.goto(served["url"], wait_until="domcontentloaded", timeout=60_000)
             page.get_by_role("button", name="Fuse").wait_for(timeout=60_000)
             assert page.get_by_role("tab", name="Style transfer").count() == 1
+            _assert_starts_as_the_demo(page)
 
             # an example fills the fusion_selection string, and the sliders follow it
             page.get_by_text("Recipe 2: expert composition first").first.click()

@@ -186,6 +186,17 @@ def test_steps_capped(app, models):
         service.run(FuseRequest(general=models["general"], expert=models["expert"], prompt="x", steps=9))
 
 
+def test_the_fusion_tab_starts_as_the_demo_within_the_step_cap(app):
+    """The public app starts as the demo too (issue 13 item 2), its steps clamped to the cap as its example's."""
+    from studio.examples import FUSION_EXAMPLES
+    d = FUSION_EXAMPLES[0]
+    params = app[1].view_api(print_info=False, return_format="dict")["named_endpoints"]["/fuse"]["parameters"]
+    got = {p["parameter_name"]: p.get("parameter_default") for p in params}
+    assert d.steps > LIMITS.max_steps and got["steps"] == LIMITS.max_steps
+    assert (got["prompt"], got["fusion_selection"], got["primary"], got["blend"]) == (
+        d.prompt, d.fusion_selection, d.primary, d.blend)
+
+
 def test_samples_and_sweep_cells_capped(models):
     from types import SimpleNamespace
     pol = PublicPolicy(models["dir"], limits=PublicLimits(max_samples=2, max_sweep_cells=12))
