@@ -100,7 +100,8 @@ def fuse_args(args) -> dict:
     sel, mode, primary = args.recipe.split(":")
     return dict(general=str(TOY_GENERAL), expert=str(TOY_EXPERT), prompt=args.prompt, prompt1=args.prompt1,
                 seed=args.seed, steps=args.steps, guidance=args.guidance, height=args.size, width=args.size,
-                fusion_selection=sel, mode=int(mode), primary=primary, sampler="ddim")
+                fusion_selection=sel, mode=int(mode), primary=primary, sampler="ddim",
+                blend="")  # the faithful SNB, as library_call (the app's own default is the demo's blend)
 
 
 def service_request(a: dict):
@@ -108,7 +109,7 @@ def service_request(a: dict):
     return FuseRequest(general=a["general"], expert=a["expert"], prompt=a["prompt"], prompt1=a["prompt1"],
                        seed=a["seed"], steps=a["steps"], guidance=a["guidance"], height=a["height"],
                        width=a["width"], fusion_selection=a["fusion_selection"], mode=a["mode"],
-                       primary=a["primary"], sampler=a["sampler"])
+                       primary=a["primary"], sampler=a["sampler"], blend=a["blend"])
 
 
 def library_call(demo, a: dict):
