@@ -4,22 +4,28 @@
     python bench/app_speed.py --steps 20 --repeat 5 --out bench/results/app_speed.json
 
 One request (the shipped toy models, one prompt pair, one seed; all three images, saliency
-capture on, as the app asks) is made four ways, warm, in rounds that alternate the order:
+capture on, as the app asks) is made these ways, warm, in rounds that alternate the order:
 
 * ``pipeline``: ``FusionPipeline.__call__`` with the settings the app's service builds (the
   library alone);
 * ``service``: ``FusionService.run`` (model cache, work slot, worker thread; no previews);
-* ``service_stream``: ``FusionService.stream`` as the app's handler consumes it (the decoded
+* ``service_stream``: ``FusionService.stream`` as the page's handler consumes it (the decoded
   previews and one progress item per step);
-* ``app_urls``: ``/fuse`` through gradio_client (``download_files=False``) against the app
-  launched in this process on loopback: Gradio's queue, the handler, image encoding of previews
-  and outputs, the saliency view's first panels; the client gets the files' URLs;
-* ``app``: the same with gradio_client's defaults, which also download every image of every
-  streamed update (each with a new HTTP connection; the final outputs twice: once as the last
-  streamed update, once as the result).
+* ``app``: ``/fuse`` through gradio_client with its defaults, against the app launched in this
+  process on loopback: Gradio's queue, the handler (no previews), image encoding of the outputs,
+  the saliency view's first panels, and the client's download of every output image (a new HTTP
+  connection, and SSL context, each);
+* ``app_urls``: the same with ``download_files=False`` (the client gets the files' URLs);
+* ``app_stream``: ``/fuse_stream`` (the page's Fuse button, streamed previews; what ``/fuse`` was
+  before) with gradio_client's defaults, which download every image of every streamed update
+  and the last update's images twice (once streamed, once as the result);
+* ``browser``: what a browser does: ``/fuse_stream`` with ``download_files=False``, then each
+  distinct final image fetched once over one kept-alive connection (the previews' fetches are
+  not counted).
 
-Per way: best and median wall seconds, and the ratio to ``pipeline``. The machine this runs on
-may be shared: say so when quoting the numbers.
+Per way: best and median wall seconds, the ratios to ``pipeline`` (medians of the same rounds),
+and the files the client downloaded. The machine this runs on may be shared: say so when quoting
+the numbers.
 """
 from __future__ import annotations
 
@@ -37,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-WAYS = ("pipeline", "service", "service_stream", "app_urls", "app")
+WAYS = ("pipeline", "service", "service_stream", "app", "app_urls", "app_stream", "browser")
 
 
 class Probes:
@@ -126,12 +132,32 @@ def library_call(demo, a: dict):
     return call
 
 
-def make_ways(demo, url: str, args) -> dict:
+def file_urls(value) -> list[str]:
+    """The distinct file URLs in a ``download_files=False`` result, in order."""
+    found: list[str] = []
+
+    def walk(v):
+        if isinstance(v, dict):
+            if isinstance(v.get("url"), str) and "path" in v:
+                found.append(v["url"])
+            else:
+                for x in v.values():
+                    walk(x)
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                walk(x)
+    walk(value)
+    return list(dict.fromkeys(found))
+
+
+def make_ways(demo, url: str, args, probes) -> tuple[dict, dict, list]:
+    import httpx
     from gradio_client import Client
     a = fuse_args(args)
     req = service_request(a)
     client = Client(url, verbose=False)
     urls_only = Client(url, verbose=False, download_files=False)
+    page = httpx.Client()  # the browser's kept-alive connection
     svc = demo.studio.fusion
     counts = {}
 
@@ -139,9 +165,18 @@ def make_ways(demo, url: str, args) -> dict:
         items = list(svc.stream(req))
         counts["previews_decoded"] = sum(getattr(i, "images", None) is not None for i in items[:-1])
         counts["stream_items"] = len(items)
+
+    def browser():
+        out = urls_only.predict(api_name="/fuse_stream", **a)
+        for u in file_urls(out):
+            t0 = time.perf_counter()
+            page.get(u).raise_for_status()
+            probes._add("browser_fetch", time.perf_counter() - t0)
     return {"pipeline": library_call(demo, a), "service": lambda: svc.run(req), "service_stream": stream,
+            "app": lambda: client.predict(api_name="/fuse", **a),
             "app_urls": lambda: urls_only.predict(api_name="/fuse", **a),
-            "app": lambda: client.predict(api_name="/fuse", **a)}, counts
+            "app_stream": lambda: client.predict(api_name="/fuse_stream", **a),
+            "browser": browser}, counts, [page]
 
 
 def run(args) -> dict:
@@ -154,11 +189,11 @@ def run(args) -> dict:
     demo = studio_app.build_app(cfg)
     _, url, _ = studio_app.launch(demo, cfg, prevent_thread_lock=True, quiet=True)
     try:
-        ways, counts = make_ways(demo, url, args)
+        probes = Probes()
+        ways, counts, to_close = make_ways(demo, url, args, probes)
         times = {w: [] for w in WAYS}
         cpu = {w: [] for w in WAYS}
         inside = {w: [] for w in WAYS}
-        probes = Probes()
         for rnd in range(args.warmup + args.repeat):
             order = list(WAYS) if rnd % 2 == 0 else list(WAYS)[::-1]
             for w in order:
@@ -175,10 +210,13 @@ def run(args) -> dict:
                 print(f"  [{'warm-up' if rnd < args.warmup else rnd - args.warmup}] {w}: {dt:.2f} s, "
                       f"{dc:.2f} s CPU", flush=True)
         probes.close()
+        for c in to_close:
+            c.close()
         best = {w: min(v) for w, v in times.items()}
         best_cpu = {w: min(v) for w, v in cpu.items()}
         res = dict(args=vars(args), url_loopback=url.startswith("http://127.0.0.1"),
-                   env=dict(code=str(Path(studio_app.__file__).resolve().parent), torch=torch.__version__, threads=torch.get_num_threads(), cpu_count=os.cpu_count(),
+                   env=dict(code=str(Path(studio_app.__file__).resolve().parent), torch=torch.__version__,
+                            threads=torch.get_num_threads(), cpu_count=os.cpu_count(),
                             loadavg=" ".join(f"{x:.1f}" for x in os.getloadavg()),
                             when=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())),
                    counts=counts,
@@ -187,6 +225,8 @@ def run(args) -> dict:
                                  ratio_best=round(best[w] / best["pipeline"], 4),
                                  ratio_median=round(statistics.median(times[w]) / statistics.median(
                                      times["pipeline"]), 4),
+                                 ratio_paired=round(statistics.median(
+                                     x / y for x, y in zip(times[w], times["pipeline"])), 4),
                                  best_cpu_s=round(best_cpu[w], 3), cpu_all_s=[round(x, 3) for x in cpu[w]],
                                  cpu_ratio_best=round(best_cpu[w] / best_cpu["pipeline"], 4),
                                  inside=_median_inside(inside[w])) for w in WAYS})
@@ -205,15 +245,17 @@ def _median_inside(rows: list[dict]) -> dict:
 def added_work(ways: dict) -> dict:
     """What the app adds to the library's request, from the in-call probes (medians), as shares of
     the library's median request: preview decodes (decode seconds beyond the library's own final
-    decode), Gradio's postprocessing, the client's downloads."""
+    decode), Gradio's postprocessing, the client's downloads (gradio_client's, or the browser
+    way's fetches)."""
     lib = ways["pipeline"]
     base, final_decode = lib["median_s"], lib["inside"].get("decode", {}).get("s", 0.0)
     out = {}
-    for w in ("service_stream", "app_urls", "app"):
+    for w in ("service_stream", "app", "app_urls", "app_stream", "browser"):
         ins = ways[w]["inside"]
         parts = dict(preview_decodes=max(ins.get("decode", {}).get("s", 0.0) - final_decode, 0.0),
                      gradio_postprocess=ins.get("gradio_postprocess", {}).get("s", 0.0),
-                     client_downloads=ins.get("client_download", {}).get("s", 0.0))
+                     client_downloads=ins.get("client_download", {}).get("s", 0.0)
+                     + ins.get("browser_fetch", {}).get("s", 0.0))
         out[w] = {k: dict(s=round(v, 4), share=round(v / base, 4)) for k, v in parts.items()}
         out[w]["total_share"] = round(sum(parts.values()) / base, 4)
     return out
@@ -224,11 +266,16 @@ def markdown(res: dict) -> str:
     lines = [f"### app_speed ({a['label']}): toy models, {a['size']}x{a['size']}, {a['steps']} steps, recipe "
              f"{a['recipe']}, {e['threads']} thread(s), best of {a['repeat']} (+{a['warmup']} warm-up), "
              f"load average {e['loadavg']} at the end", "",
-             "| way | best s | median s | best / pipeline | median / pipeline | best CPU s | best CPU / pipeline |",
-             "|---|---|---|---|---|---|---|"]
+             "| way | best s | median s | best / pipeline | median / pipeline | paired median / pipeline | "
+             "files downloaded | best CPU s | best CPU / pipeline |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for w, r in res["ways"].items():
+        files = max(r["inside"].get(k, {}).get("calls", 0) for k in ("client_download", "browser_fetch"))
         lines.append(f"| {w} | {r['best_s']} | {r['median_s']} | {r['ratio_best']} | {r['ratio_median']} | "
-                     f"{r['best_cpu_s']} | {r['cpu_ratio_best']} |")
+                     f"{r['ratio_paired']} | {files} | {r['best_cpu_s']} | {r['cpu_ratio_best']} |")
+    lines += ["", "Paired: the median over rounds of (this way's time / the library's time in the same round); "
+              "files downloaded: the most in one request (gradio_client's downloads, or the browser way's "
+              "fetches over one connection)."]
     lines += ["", "CPU s: this process's CPU seconds (all threads: the app's server and the client too), "
               "which on a shared machine counts the work and not the waits for a core."]
     lines += ["", f"Decoded previews per request: {res['counts'].get('previews_decoded')} "

@@ -62,7 +62,7 @@ def probe_regex(client):
 
 def probe_sessions(client_cls, url):
     alice, bob = client_cls(url, verbose=False), client_cls(url, verbose=False)
-    job = alice.submit(api_name="/fuse", **fuse_args(steps=100, fusion_selection="1000,1,1", mode=1))
+    job = alice.submit(api_name="/fuse_stream", **fuse_args(steps=100, fusion_selection="1000,1,1", mode=1))
     t0 = time.time()
     while not job.outputs() and time.time() - t0 < 120:
         time.sleep(0.05)
@@ -99,8 +99,8 @@ def probe_stop(client, demo, repeats=3):
     of ``repeats``), and how long the /stop call itself took."""
     total, call = [], []
     for k in range(repeats):
-        job = client.submit(api_name="/fuse", **fuse_args(steps=200, height=128, width=128, seed=k,
-                                                          fusion_selection="1000,1,1", mode=1))
+        job = client.submit(api_name="/fuse_stream", **fuse_args(steps=200, height=128, width=128, seed=k,
+                                                                 fusion_selection="1000,1,1", mode=1))
         t0 = time.time()
         while not job.outputs() and time.time() - t0 < 120:
             time.sleep(0.02)

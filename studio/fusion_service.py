@@ -86,7 +86,8 @@ class FuseOutcome:
 
 class FusionService:
     """``stream(request, cancel)`` yields :class:`Preview` objects (one per step; decoded images
-    every ``preview_every`` steps, ``images=None`` on the others), then one :class:`FuseOutcome`.
+    every ``preview_every`` steps, ``images=None`` on the others; ``decode_previews=False``: none
+    decoded, progress only), then one :class:`FuseOutcome`.
 
     cache: a :class:`studio.cache.ModelCache`; slots: the shared :class:`studio.gpu.WorkSlots`;
     preview_every: decode a preview every this many steps (0: about ten per run, none for
@@ -126,10 +127,11 @@ class FusionService:
             return self.preview_every
         return 0 if steps < 4 else max(1, steps // 10)
 
-    def stream(self, req: FuseRequest, cancel: threading.Event | None = None, with_previews: bool = True
-               ) -> Iterator[Preview | FuseOutcome]:
+    def stream(self, req: FuseRequest, cancel: threading.Event | None = None, with_previews: bool = True,
+               decode_previews: bool = True) -> Iterator[Preview | FuseOutcome]:
         """Raises :class:`studio.gpu.StudioError` (a message for the user) or
-        :class:`fusion.sampler.Cancelled`."""
+        :class:`fusion.sampler.Cancelled`. ``with_previews=False``: the outcome alone (no item per
+        step); ``decode_previews=False``: an item per step, none with images (no preview decodes)."""
         from fusion.pipeline import FusionSettings  # noqa: F401  (import errors surface here, not in the thread)
         from fusion.sampler import Cancelled
 
@@ -140,7 +142,8 @@ class FusionService:
         def work():
             try:
                 with self.slots.slot(cancel=cancel):
-                    out.put(("outcome", self._run(request, cancel, out if with_previews else None)))
+                    out.put(("outcome", self._run(request, cancel, out if with_previews else None,
+                                                  decode_previews)))
             except BaseException as e:  # noqa: BLE001 - everything goes back to the caller
                 out.put(("error", e))
 
@@ -184,7 +187,7 @@ class FusionService:
         return req.pair(self.policy).lora
 
     # ---- in the worker thread ---------------------------------------------------------------
-    def _run(self, req, cancel, previews):
+    def _run(self, req, cancel, previews, decode_previews: bool = True):
         """Run the checked :class:`fusion.settings.FusionRequest` ``req``; the model-dependent
         rules are the pipeline's ``check_inputs``."""
         from fusion.pipeline import to_pil
@@ -201,7 +204,7 @@ class FusionService:
             raise
         load_seconds = (time.perf_counter() - t_load) if self.cache.loads > loads_before else 0.0
         s = pipe.check_inputs(req.prompt, req.prompt1, req.settings, req.seeds)
-        every = self._every(s.steps)
+        every = self._every(s.steps) if decode_previews else 0
 
         def on_step(si, ev):  # forwards the pipeline's previews (decoded there, every ``every`` steps)
             if cancel.is_set():

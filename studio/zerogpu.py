@@ -106,31 +106,32 @@ class GpuCalls:
             self._style_task = spaces.GPU(self._stylize_in_worker, duration=self._style_duration)
 
     # ---- durations (called with the same arguments as the task) ---------------------------
-    def _fuse_duration(self, req) -> int:
+    def _fuse_duration(self, req, previews: bool = True) -> int:
         return self.settings.fuse_seconds(req.steps, req.height, req.width, getattr(req, "n_samples", 1))
 
     def _style_duration(self, engine, content, style, controls) -> int:
         return self.settings.style_seconds_for(content, style)
 
     # ---- what runs on the GPU (a forked worker on ZeroGPU) ------------------------------------
-    def _fuse_in_worker(self, req) -> Iterator:
+    def _fuse_in_worker(self, req, previews: bool = True) -> Iterator:
         cancel = threading.Event()  # set by the service's ``finally`` when spaces closes this generator
-        yield from self.studio.fusion.stream(req, cancel)
+        yield from self.studio.fusion.stream(req, cancel, decode_previews=previews)
 
     def _stylize_in_worker(self, engine, content, style, controls):
         return self.studio.engines.stylize(engine, content, style, controls)
 
     # ---- what the app calls ---------------------------------------------------------------
-    def fuse(self, req, cancel: threading.Event) -> Iterator:
-        """Previews then the outcome. On ZeroGPU the session's ``cancel`` is watched here (it
-        cannot cross into the worker): when set, the worker's generator is closed. Held under one
-        of the studio's admission tickets (public mode: "busy" past its limit)."""
+    def fuse(self, req, cancel: threading.Event, previews: bool = True) -> Iterator:
+        """Previews (none decoded with ``previews=False``: progress items only) then the outcome.
+        On ZeroGPU the session's ``cancel`` is watched here (it cannot cross into the worker): when
+        set, the worker's generator is closed. Held under one of the studio's admission tickets
+        (public mode: "busy" past its limit)."""
         with self.studio.admission.ticket():
             if not self.active:
-                yield from self.studio.fusion.stream(req, cancel)
+                yield from self.studio.fusion.stream(req, cancel, decode_previews=previews)
                 return
             from fusion.sampler import Cancelled
-            gen = self._fuse_task(req)
+            gen = self._fuse_task(req, previews)
             try:
                 for item in gen:
                     if cancel.is_set():

@@ -81,7 +81,7 @@ def fuse(client, models, **kw):
 def test_api_names_are_stable(app):
     _, client, _ = app
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert {"/fuse", "/stylize", "/stop", "/saliency_step", "/random_seed", "/selection_from_sliders",
+    assert {"/fuse", "/fuse_stream", "/stylize", "/stop", "/saliency_step", "/random_seed", "/selection_from_sliders",
             "/sliders_from_selection", "/model_geometry", "/engine_info", "/runtime_status"} <= names
 
 
@@ -187,7 +187,7 @@ def test_fuse_sampler_choice_is_the_librarys(app, models):
 
 def test_fuse_streams_previews(app, models):
     _, client, _ = app
-    job = client.submit(api_name="/fuse", general=models["general"], expert=models["expert"], steps=8,
+    job = client.submit(api_name="/fuse_stream", general=models["general"], expert=models["expert"], steps=8,
                         height=16, width=16)
     outs = list(job)
     assert len(outs) >= 3                      # previews (preview_every=1) and the final result
@@ -202,12 +202,64 @@ def test_previews_clear_the_last_runs_saliency_view(app, models):
     _, client, _ = app
     first = fuse(client, models, steps=8, fusion_selection="500,1,1", mode=2)
     assert first[4] and first[9] != SAMPLING           # a run with saliency panels
-    outs = list(client.submit(api_name="/fuse", general=models["general"], expert=models["expert"], steps=8,
+    outs = list(client.submit(api_name="/fuse_stream", general=models["general"], expert=models["expert"], steps=8,
                               height=16, width=16, fusion_selection="500,1,1", mode=2))
     previews, final = outs[:-1], outs[-1]
     assert previews and all(o[3] is None and o[4] is None and o[7] is None and o[9] == SAMPLING for o in previews)
     assert all(o[2] for o in previews)                  # the fused preview itself
     assert final[4] and final[9] != SAMPLING and final[-1].startswith("Done")
+
+
+def _files(out) -> list:
+    """The image files in a /fuse result (the before/after pair counts as two)."""
+    return [p for v in out for p in (v if isinstance(v, (list, tuple)) else [v])
+            if isinstance(p, str) and Path(p).is_file()]
+
+
+def test_fuse_sends_each_output_once_and_decodes_no_preview(app, models, monkeypatch):
+    """A script's /fuse: gradio_client (its defaults) downloads every image of every message it
+    gets; /fuse sends one, so each output image is downloaded once, and no preview is decoded.
+    The page's streamed /fuse_stream costs more downloads and ends with the same images."""
+    import gradio_client.client as gcc
+
+    from fusion.pipeline import FusionPipeline
+    _, client, _ = app
+    got, decodes = [], []
+    orig_dl, orig_decode = gcc.Endpoint._download_file, FusionPipeline.decode
+    monkeypatch.setattr(gcc.Endpoint, "_download_file", lambda self, x: got.append(x["path"]) or orig_dl(self, x))
+    monkeypatch.setattr(FusionPipeline, "decode",
+                        lambda self, *a, **k: decodes.append(1) or orig_decode(self, *a, **k))
+    kw = dict(steps=8, fusion_selection="500,1,1", mode=2)
+    out = fuse(client, models, **kw)
+    files = _files(out)
+    assert len(files) >= 8 and out[-1].startswith("Done")  # 3 images, the pair, 3 panels, the plot
+    assert len(got) == len(files) and len(decodes) == 1     # once each; the final decode only
+    got.clear(), decodes.clear()
+    streamed = client.predict(api_name="/fuse_stream", general=models["general"], expert=models["expert"],
+                              height=16, width=16, prompt="a red circle", prompt1="a red circle", seed=3, **kw)
+    assert len(got) > len(files) and len(decodes) > 1      # the previews (preview_every=1)
+    for a, b in zip(files, _files(streamed)):
+        assert Image.open(a).tobytes() == Image.open(b).tobytes()
+
+
+def test_stop_cancels_a_fuse_run(app, models):
+    """/fuse has no previews to wait for, and Stop still ends it before the next UNet call."""
+    from gradio_client.exceptions import AppError
+    demo, client, _ = app
+    job = client.submit(api_name="/fuse", general=models["general"], expert=models["expert"], steps=200,
+                        height=16, width=16, fusion_selection="1000,1,1", mode=1)
+    t0 = time.time()
+    while not demo.studio.slots.busy and not job.done() and time.time() - t0 < 60:
+        time.sleep(0.02)
+    assert demo.studio.slots.busy, "the run never started"
+    assert client.predict(api_name="/stop") == "Stopped."
+    with pytest.raises(AppError, match="Stopped"):
+        job.result(timeout=60)
+    t0 = time.time()
+    while demo.studio.slots.busy and time.time() - t0 < 30:
+        time.sleep(0.05)
+    assert demo.studio.slots.busy == 0
+    assert fuse(client, models)[-1].startswith("Done")
 
 
 def test_saliency_scrub_runs_no_model(app, models):
@@ -253,7 +305,7 @@ def test_errors_are_clear_and_the_app_stays_up(app, models, kw, message):
 def test_stop_cancels_cleanly(app, models):
     from gradio_client.exceptions import AppError
     demo, client, _ = app
-    job = client.submit(api_name="/fuse", general=models["general"], expert=models["expert"], steps=200,
+    job = client.submit(api_name="/fuse_stream", general=models["general"], expert=models["expert"], steps=200,
                         height=16, width=16, fusion_selection="1000,1,1", mode=1)
     t0 = time.time()
     while not job.outputs() and time.time() - t0 < 60:

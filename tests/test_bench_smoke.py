@@ -71,4 +71,10 @@ def test_app_speed_bench_times_the_app_and_the_library(tmp_path):
     assert res["ways"]["app"]["inside"]["client_download"]["calls"] > 0  # gradio_client fetched the images
     assert res["ways"]["app_urls"]["inside"]["gradio_postprocess"]["calls"] > 0
     assert "client_download" not in res["ways"]["app_urls"]["inside"]
+    ins = {w: res["ways"][w]["inside"] for w in WAYS}
+    # the streamed way downloads each update's images (the last one twice); /fuse the outputs once;
+    # the browser way fetches each distinct final image once, on its own connection
+    assert ins["app_stream"]["client_download"]["calls"] > ins["app"]["client_download"]["calls"]
+    assert 0 < ins["browser"]["browser_fetch"]["calls"] <= ins["app"]["client_download"]["calls"]
+    assert "client_download" not in ins["browser"]
     assert res["ways"]["pipeline"]["inside"]["decode"]["calls"] == 1  # the library's final decode only

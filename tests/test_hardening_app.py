@@ -64,7 +64,7 @@ def _fuse_args(models, **kw):
 
 def _long_run(client, models):
     """A 40-step fusion; returns the job once its first preview has arrived."""
-    job = client.submit(api_name="/fuse", **_fuse_args(models, steps=40, fusion_selection="1000,1,1", mode=1))
+    job = client.submit(api_name="/fuse_stream", **_fuse_args(models, steps=40, fusion_selection="1000,1,1", mode=1))
     t0 = time.time()
     while not job.outputs() and time.time() - t0 < 60:
         time.sleep(0.05)

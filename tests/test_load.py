@@ -83,7 +83,7 @@ def _requests(s, user: int):
 
 
 def _cancel(c, s):
-    job = c.submit(api_name="/fuse", **_fuse_args(s, steps=40))
+    job = c.submit(api_name="/fuse_stream", **_fuse_args(s, steps=40))
     t0 = time.time()
     while not job.outputs() and not job.done() and time.time() - t0 < 30:
         time.sleep(0.02)

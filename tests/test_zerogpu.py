@@ -192,6 +192,7 @@ def test_previews_stream_through_the_launched_app(monkeypatch, stub_spaces, tiny
     import time
 
     from gradio_client import Client
+    from PIL import Image
 
     import app as studio_app
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
@@ -201,12 +202,20 @@ def test_previews_stream_through_the_launched_app(monkeypatch, stub_spaces, tiny
     _, url, _ = studio_app.launch(demo, cfg, prevent_thread_lock=True, quiet=True)
     try:
         job = Client(url, verbose=False).submit(
-            api_name="/fuse", general=str(tiny_dirs["general"]), expert=str(tiny_dirs["expert"]), steps=6,
+            api_name="/fuse_stream", general=str(tiny_dirs["general"]), expert=str(tiny_dirs["expert"]), steps=6,
             height=16, width=16, prompt="a red circle", prompt1="a red circle", seed=3)
         final = job.result(timeout=120)
         outputs = job.outputs()
         assert len(outputs) >= 3 and final[10].startswith("Done")          # previews, then the result
         assert [n for n, _ in stub_spaces.calls] == ["_fuse_in_worker"]
+        # /fuse (for scripts) runs in the same wrapped worker, decodes no previews, same images
+        once = Client(url, verbose=False).predict(
+            api_name="/fuse", general=str(tiny_dirs["general"]), expert=str(tiny_dirs["expert"]), steps=6,
+            height=16, width=16, prompt="a red circle", prompt1="a red circle", seed=3)
+        assert [n for n, _ in stub_spaces.calls] == ["_fuse_in_worker"] * 2
+        assert once[10].startswith("Done")
+        for a, b in zip(once[:3], final[:3]):
+            assert Image.open(a).tobytes() == Image.open(b).tobytes()
     finally:
         demo.close()
         time.sleep(0.1)

@@ -1,5 +1,6 @@
-"""The Fusion tab's handlers and events: ``/fuse`` (streamed previews, then the images and the
-saliency view), ``/stop``, ``/random_seed`` and the fusion-selection sliders. Pure glue: inputs ->
+"""The Fusion tab's handlers and events: ``/fuse_stream`` (the Fuse button: streamed previews,
+then the images and the saliency view), ``/fuse`` (the same run for scripts: no previews, the
+outputs once), ``/stop``, ``/random_seed`` and the fusion-selection sliders. Pure glue: inputs ->
 :class:`studio.fusion_service.FuseRequest` -> the GPU calls -> outputs by component."""
 import random
 
@@ -55,24 +56,44 @@ class FusionEvents:
         self.ctx, self.choices, self.tab = ctx, choices, tab
         self.inputs = [tab.by_name()[k] for k in FUSE_INPUTS]
 
-    # ---- /fuse --------------------------------------------------------------------------------
+    # ---- /fuse and /fuse_stream ---------------------------------------------------------------
     def fuse(self, general, expert, general_path, expert_path, primary, prompt, prompt1, negative_prompt, seed,
              steps, guidance, height, width, fusion_selection, mode, general_lora="", expert_lora="",
              general_lora_path="", expert_lora_path="", general_lora_scale=1.0, expert_lora_scale=1.0,
              sampler="ddim", blend="", progress=gr.Progress(), request: gr.Request = None):
-        """Run a fusion; stream previews; return general, expert and fused images, the
-        before/after pair, and the saliency view of the first captured SNB step."""
+        """Run a fusion (the page's Fuse button, ``/fuse_stream``); stream previews; then the
+        general, expert and fused images, the before/after pair, and the saliency view of the
+        first captured SNB step."""
         values = {k: v for k, v in locals().items() if k not in ("self", "progress", "request")}
+        for item in self._items(values, progress, request, previews=True):
+            yield self.finished(item) if hasattr(item, "trace") else self.preview(item)
+
+    def fuse_result(self, general, expert, general_path, expert_path, primary, prompt, prompt1, negative_prompt,
+                    seed, steps, guidance, height, width, fusion_selection, mode, general_lora="", expert_lora="",
+                    general_lora_path="", expert_lora_path="", general_lora_scale=1.0, expert_lora_scale=1.0,
+                    sampler="ddim", blend="", progress=gr.Progress(), request: gr.Request = None):
+        """The same run for programmatic clients (``/fuse``): no previews are decoded or sent, and
+        the outputs come once, in the completed message (a streamed run sends its last update
+        twice, and gradio_client downloads every image of every update). Stop works the same."""
+        values = {k: v for k, v in locals().items() if k not in ("self", "progress", "request")}
+        outcome = None
+        for outcome in self._items(values, progress, request, previews=False):
+            pass
+        return self.finished(outcome)
+
+    def _items(self, values: dict, progress, request, previews: bool):
+        """The run's decoded previews (none with ``previews=False``), then its outcome; progress
+        reported at every step; this session's Stop and the service's errors as Gradio errors."""
         cancel = self.ctx.rt.new_cancel(session(request), "fuse")
         progress(0, desc="loading models / waiting for a free slot")
         try:
-            for item in self.ctx.calls.fuse(fuse_request(values), cancel):
+            for item in self.ctx.calls.fuse(fuse_request(values), cancel, previews=previews):
                 if hasattr(item, "trace"):
-                    yield self.finished(item)
+                    yield item
                     continue
                 progress((item.step, item.total), desc="sampling", unit="steps")
                 if item.images is not None:
-                    yield self.preview(item)
+                    yield item
         except Cancelled:
             raise gr.Error("Stopped.", print_exception=False)
         except StudioError as e:
@@ -104,11 +125,10 @@ class FusionEvents:
 
     def fuse_example(self, prompt, prompt1, selection, mode, primary, seed, steps, guidance, blend=""):
         """An example's final images (cached at start-up in public mode)."""
-        c, last = self.choices, {}
-        for last in self.fuse(c.default_general, c.default_expert, "", "", primary, prompt, prompt1, "", seed,
-                              steps, guidance, c.geo.native, c.geo.native, selection, mode, blend=blend):
-            pass
-        return [last.get(k) for k in self.example_outputs()]
+        c = self.choices
+        out = self.fuse_result(c.default_general, c.default_expert, "", "", primary, prompt, prompt1, "", seed,
+                               steps, guidance, c.geo.native, c.geo.native, selection, mode, blend=blend)
+        return [out.get(k) for k in self.example_outputs()]
 
     # ---- seed and fusion selection ------------------------------------------------------------
     @staticmethod
@@ -159,10 +179,12 @@ class FusionEvents:
     def wire(self):
         r, outputs = self.tab.recipe, self.fuse_outputs()
         run = dict(**self.ctx.gpu_event(), show_progress="minimal", show_progress_on=[r.status])
-        fuse_evt = r.run.click(self.fuse, self.inputs, outputs, api_name="fuse", **run)
-        r.prompt.submit(self.fuse, self.inputs, outputs, api_name="fuse_on_enter", api_visibility="undocumented",
-                        **run)
-        r.stop.click(self.stop, None, r.status, api_name="stop", cancels=[fuse_evt], queue=False)
+        # the page streams previews (/fuse_stream); /fuse, for scripts, answers once (no trigger)
+        fuse_evt = r.run.click(self.fuse, self.inputs, outputs, api_name="fuse_stream", **run)
+        enter_evt = r.prompt.submit(self.fuse, self.inputs, outputs, api_name="fuse_on_enter",
+                                    api_visibility="undocumented", **run)
+        api_evt = gr.on([], self.fuse_result, self.inputs, outputs, api_name="fuse", **self.ctx.gpu_event())
+        r.stop.click(self.stop, None, r.status, api_name="stop", cancels=[fuse_evt, enter_evt, api_evt], queue=False)
         self.tab.saliency.wire()
         r.dice.click(self.random_seed, None, r.seed, api_name="random_seed", queue=False)
         quiet = dict(show_progress="hidden", queue=False)
