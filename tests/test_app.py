@@ -85,6 +85,18 @@ def test_api_names_are_stable(app):
             "/sliders_from_selection", "/model_geometry", "/engine_info", "/runtime_status"} <= names
 
 
+def test_the_fuse_button_streams_and_fuse_answers_once(app):
+    """The page's Fuse button (and Enter in the prompt) run the streamed handler; /fuse, for
+    scripts, is triggered by no component and is not a generator (one message)."""
+    demo, _, _ = app
+    cfg = demo.get_config_file()
+    button = next(c["id"] for c in cfg["components"] if c.get("props", {}).get("elem_id") == "fuse_button")
+    deps = {d["api_name"]: d for d in cfg["dependencies"]}
+    assert [tuple(t) for t in deps["fuse_stream"]["targets"]] == [(button, "click")]
+    assert deps["fuse_stream"]["types"]["generator"] and deps["fuse_on_enter"]["types"]["generator"]
+    assert deps["fuse"]["targets"] == [] and not deps["fuse"]["types"]["generator"]
+
+
 def test_fuse_returns_three_images_and_saliency_view(app, models):
     demo, client, _ = app
     out = fuse(client, models)
