@@ -74,12 +74,18 @@ class FusionEvents:
                     sampler="ddim", blend="", progress=gr.Progress(), request: gr.Request = None):
         """The same run for programmatic clients (``/fuse``): no previews are decoded or sent, and
         the outputs come once, in the completed message (a streamed run sends its last update
-        twice, and gradio_client downloads every image of every update). Stop works the same."""
+        twice, and gradio_client downloads every image of every update, each on a new
+        connection). The before/after pair is left empty: its two images, the primary's and the
+        fused, are in the result already. Stop works the same."""
         values = {k: v for k, v in locals().items() if k not in ("self", "progress", "request")}
+        return self.finished(self._outcome(values, progress, request), pair=False)
+
+    def _outcome(self, values: dict, progress=None, request=None):
+        """The run's outcome, no preview decoded."""
         outcome = None
-        for outcome in self._items(values, progress, request, previews=False):
+        for outcome in self._items(values, progress or (lambda *a, **k: None), request, previews=False):
             pass
-        return self.finished(outcome)
+        return outcome
 
     def _items(self, values: dict, progress, request, previews: bool):
         """The run's decoded previews (none with ``previews=False``), then its outcome; progress
@@ -108,12 +114,13 @@ class FusionEvents:
         status = f"Sampling: step {item.step} of {item.total} (previews: predicted final image)"
         return {**shown, o.compare: None, **self.tab.saliency.during_run(), self.tab.recipe.status: status}
 
-    def finished(self, outcome) -> dict:
-        """The run's images, the before/after pair, its saliency view and summary."""
+    def finished(self, outcome, pair: bool = True) -> dict:
+        """The run's images, the before/after pair (None with ``pair=False``), its saliency view
+        and summary."""
         o, fused = self.tab.out, outcome.images["fused"]
         return {o.general: outcome.images["general"], o.expert: outcome.images["expert"], o.fused: fused,
-                o.compare: (outcome.primary_image, fused), **self.tab.saliency.after_run(outcome),
-                self.tab.recipe.status: outcome.summary()}
+                o.compare: (outcome.primary_image, fused) if pair else None,
+                **self.tab.saliency.after_run(outcome), self.tab.recipe.status: outcome.summary()}
 
     def stop(self, request: gr.Request = None):
         """Cancel this session's running fusion (the sampler stops before its next step)."""
@@ -126,8 +133,12 @@ class FusionEvents:
     def fuse_example(self, prompt, prompt1, selection, mode, primary, seed, steps, guidance, blend=""):
         """An example's final images (cached at start-up in public mode)."""
         c = self.choices
-        out = self.fuse_result(c.default_general, c.default_expert, "", "", primary, prompt, prompt1, "", seed,
-                               steps, guidance, c.geo.native, c.geo.native, selection, mode, blend=blend)
+        values = dict(general=c.default_general, expert=c.default_expert, general_path="", expert_path="",
+                      primary=primary, prompt=prompt, prompt1=prompt1, negative_prompt="", seed=seed, steps=steps,
+                      guidance=guidance, height=c.geo.native, width=c.geo.native, fusion_selection=selection,
+                      mode=mode, general_lora="", expert_lora="", general_lora_path="", expert_lora_path="",
+                      general_lora_scale=1.0, expert_lora_scale=1.0, sampler="ddim", blend=blend)
+        out = self.finished(self._outcome(values))  # the page's view: with the before/after pair
         return [out.get(k) for k in self.example_outputs()]
 
     # ---- seed and fusion selection ------------------------------------------------------------
