@@ -230,7 +230,8 @@ def test_fusion_service_out_of_memory_is_a_clear_error(tiny_dirs, monkeypatch):
     assert svc.slots.busy == 0
 
 
-def test_fusion_service_streams_and_cancels(tiny_dirs):
+def test_fusion_service_streams_and_cancels(tiny_dirs, monkeypatch):
+    from fusion.pipeline import FusionPipeline
     from fusion.sampler import Cancelled
     from studio.fusion_service import FuseOutcome, FuseRequest, FusionService, Preview
     svc = FusionService(ModelCache(device="cpu", dtype=torch.float32), WorkSlots(1), preview_every=2)
@@ -240,6 +241,15 @@ def test_fusion_service_streams_and_cancels(tiny_dirs):
     assert [type(i) for i in items] == [Preview] * 8 + [FuseOutcome]
     assert [i.step for i in items[:-1] if i.images] == [2, 4, 6] and len(items[-1].trace) == 8
     assert set(items[1].images) == {"general", "expert", "fused"}
+    # /fuse's way: a progress item per step, no preview decoded, the same images
+    decodes, orig = [], FusionPipeline.decode
+    monkeypatch.setattr(FusionPipeline, "decode", lambda self, *a, **k: decodes.append(1) or orig(self, *a, **k))
+    quiet = list(svc.stream(req, decode_previews=False))
+    monkeypatch.undo()
+    assert [type(i) for i in quiet] == [Preview] * 8 + [FuseOutcome] and not any(i.images for i in quiet[:-1])
+    assert len(decodes) == 1  # the final decode only
+    for k, im in items[-1].images.items():
+        assert quiet[-1].images[k].tobytes() == im.tobytes()
     ev = threading.Event()
     gen = svc.stream(FuseRequest(**{**req.__dict__, "steps": 200}), ev)
     next(gen)
