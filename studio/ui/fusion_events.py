@@ -195,7 +195,8 @@ class FusionEvents:
         enter_evt = r.prompt.submit(self.fuse, self.inputs, outputs, api_name="fuse_on_enter",
                                     api_visibility="undocumented", **run)
         api_evt = gr.on([], self.fuse_result, self.inputs, outputs, api_name="fuse", **self.ctx.gpu_event())
-        r.stop.click(self.stop, None, r.status, api_name="stop", cancels=[fuse_evt, enter_evt, api_evt], queue=False)
+        r.stop.click(self.stop, None, r.status, api_name="stop", cancels=[fuse_evt, enter_evt, api_evt],
+                     queue=False)
         self.tab.saliency.wire()
         r.dice.click(self.random_seed, None, r.seed, api_name="random_seed", queue=False)
         quiet = dict(show_progress="hidden", queue=False)
