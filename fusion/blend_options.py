@@ -24,6 +24,12 @@ Options (each a field of :class:`BlendOptions`, ``FusionSettings.blend``):
   (region-wise mean/std colour transfer, Reinhard et al. 2001, on the saturated pixels; the same
   rule as :func:`styleid.colour.match_subject_colour`, on tensors here, see
   :mod:`fusion.recolor`). The general image is produced for it when not requested.
+* ``shape_lock`` (with ``shape_lock_grow`` and ``shape_lock_redraw``): after decoding, the fused
+  image keeps the general image's silhouette: its pixels more than ``shape_lock_grow`` px outside
+  the general image's subject become its background, then the expert re-draws the last
+  ``shape_lock_redraw`` of the schedule on it (DDIM inversion and sampling with the empty prompt)
+  so outline and fill follow that silhouette (:mod:`fusion.shape_lock`). Before ``recolor`` when
+  both are on. The general image is produced for it when not requested.
 
 The steps these options take over are reported through the same :class:`fusion.snb.SNBResult`
 as SNB steps, with uniform saliency maps that give the mask "1 where the secondary's weight is the
@@ -63,7 +69,12 @@ class BlendOptions:
     late_general_weight: 0..1, default 0.0 (off): the general's share on the primary-alone steps.
     recolor: False (off): the fused subject gets the general image's subject colour after decoding.
     recolor_saturation: RGB max - min (0..1) above which a pixel counts as the subject; default
-        70/255 (toy world: objects are saturated, backgrounds and outlines are not).
+        70/255 (toy world: objects are saturated, backgrounds and outlines are not). The shape lock
+        uses the same rule.
+    shape_lock: False (off): the fused image keeps the general image's silhouette, re-drawn by the expert.
+    shape_lock_grow: the margin (px) kept around the general image's subject; default 1.
+    shape_lock_redraw: the share of the schedule the expert re-draws after the lock, in [0, 0.99]
+        (0 = the lock alone); default 0.3 (dev seed: 0.2-0.4 alike, see fusion_quality_options.md).
     """
 
     general_window: tuple[int, int] | None = None
@@ -72,12 +83,15 @@ class BlendOptions:
     late_general_weight: float = 0.0
     recolor: bool = False
     recolor_saturation: float = 70 / 255
+    shape_lock: bool = False
+    shape_lock_grow: int = 1
+    shape_lock_redraw: float = 0.3
 
     def __post_init__(self):
         object.__setattr__(self, "general_window", _window("general_window", self.general_window))
         object.__setattr__(self, "lowfreq_window", _window("lowfreq_window", self.lowfreq_window))
         for name, lo, hi, lo_open in (("lowfreq_sigma", 0.0, 8.0, True), ("late_general_weight", 0.0, 1.0, False),
-                                      ("recolor_saturation", 0.0, 1.0, True)):
+                                      ("recolor_saturation", 0.0, 1.0, True), ("shape_lock_redraw", 0.0, 0.99, False)):
             v = getattr(self, name)
             try:
                 v = float(v)
@@ -89,8 +103,12 @@ class BlendOptions:
                 raise ValueError(f"blend.{name} must be a number in {'(' if lo_open else '['}{lo:g}, {hi:g}], "
                                  f"got {getattr(self, name)!r}")
             object.__setattr__(self, name, v)
-        if not isinstance(self.recolor, bool):
-            raise ValueError(f"blend.recolor must be true or false, got {self.recolor!r}")
+        for name in ("recolor", "shape_lock"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"blend.{name} must be true or false, got {getattr(self, name)!r}")
+        g = self.shape_lock_grow
+        if isinstance(g, bool) or not isinstance(g, int) or not 0 <= g <= 16:
+            raise ValueError(f"blend.shape_lock_grow must be a whole number in [0, 16], got {g!r}")
 
     @property
     def sampling_active(self) -> bool:
@@ -98,8 +116,13 @@ class BlendOptions:
         return bool(self.general_window or self.lowfreq_window or self.late_general_weight > 0)
 
     @property
+    def needs_general_image(self) -> bool:
+        """Whether an option after decoding reads the general model's image (recolor, shape_lock)."""
+        return self.recolor or self.shape_lock
+
+    @property
     def active(self) -> bool:
-        return self.sampling_active or self.recolor
+        return self.sampling_active or self.needs_general_image
 
     def takes_over(self, t: int, snb_step: bool) -> str | None:
         """What replaces the mode's choice at DDPM timestep ``t``: "general", "lowfreq", "mix" or None."""
@@ -187,29 +210,40 @@ def blend_step(eps_p_cond, eps_p_uncond, eps_s_cond, eps_s_uncond, guidance_scal
     return snb.SNBResult(eps=eps, saliency_p=sal_p, saliency_s=sal_s)
 
 
-def with_recolor_source(settings):
-    """``settings`` with the general trajectory added when ``blend.recolor`` needs its image (else as is)."""
+def with_general_image(settings):
+    """``settings`` with the general trajectory added when an option after decoding needs its image
+    (``blend.recolor``, ``blend.shape_lock``); else as is."""
     from dataclasses import replace
 
     b = settings.blend
-    if b is None or not b.recolor or "fused" not in settings.trajectories or "general" in settings.trajectories:
+    if b is None or not b.needs_general_image or "fused" not in settings.trajectories \
+            or "general" in settings.trajectories:
         return settings
     return replace(settings, trajectories=tuple(settings.trajectories) + ("general",))
 
 
-def finish_images(settings, images: dict) -> dict:
-    """After decoding: recolour the fused image when ``blend.recolor`` is on, and drop the general image
-    when it was produced only for that."""
+def finish_images(settings, images: dict, expert=None, cancel=None) -> tuple[dict, int]:
+    """After decoding: the shape lock and the expert's re-draw (``blend.shape_lock``; ``expert``: the
+    expert's loaded model), then the recolouring (``blend.recolor``); the general image dropped when it
+    was produced only for them. Returns (images, the re-draw's UNet batch rows)."""
     b = settings.blend
-    if b is None or not b.recolor or "fused" not in images:
-        return images
-    from .recolor import recolor_subject
+    if b is None or not b.needs_general_image or "fused" not in images:
+        return images, 0
+    out, rows = dict(images), 0
+    if b.shape_lock:
+        from .shape_lock import lock_to_silhouette, redraw
 
-    out = dict(images)
-    out["fused"] = recolor_subject(images["fused"], images["general"], b.recolor_saturation)
+        if expert is None:
+            raise ValueError("blend.shape_lock needs the expert model for its re-draw")
+        locked = lock_to_silhouette(out["fused"], images["general"], b.shape_lock_grow, b.recolor_saturation)
+        out["fused"], rows = redraw(expert, locked, b.shape_lock_redraw, settings.steps, cancel)
+    if b.recolor:
+        from .recolor import recolor_subject
+
+        out["fused"] = recolor_subject(out["fused"], images["general"], b.recolor_saturation)
     if "general" not in settings.trajectories:
         del out["general"]
-    return out
+    return out, rows
 
 
 def parse_blend_text(text: str | None) -> dict | None:

@@ -26,7 +26,7 @@ from .sampler import (SamplerStats, StepEvent, Trajectory, UNetDenoiser, _check_
                       ddim_timesteps, sample_trajectories)
 from .schedule import FusionSelection
 from .schedulers import make_solver
-from .blend_options import finish_images, with_recolor_source
+from .blend_options import finish_images, with_general_image
 from .capture import SaliencyRecorder, SaliencyStep
 from .views import SaliencyTrace
 from .settings import (TRAJECTORIES, FusionRequest, FusionSettings, PairChoice, SettingsError, check_image_side,
@@ -271,7 +271,7 @@ class FusionPipeline:
         s = self.check_inputs(prompt, prompt1, settings or FusionSettings(), list(seeds))
         previews = PreviewSchedule(preview_every, preview_budget)
         primary, _ = self.roles(s.primary)
-        run_s = with_recolor_source(s)  # BlendOptions.recolor needs the general image
+        run_s = with_general_image(s)  # BlendOptions.recolor and .shape_lock need the general image
         trajectories = self.encode(prompt, prompt1, run_s)
         solver = make_solver(s.sampler, primary.scheduler_config, s.steps)
         timesteps = solver.timesteps if solver is not None else ddim_timesteps(
@@ -299,7 +299,9 @@ class FusionPipeline:
                 share=s.share, batch_trajectories=batch, solver=solver)
             _check_cancel(cancel)  # a Stop during the last step skips the decode
             stats.choices.update(batch_trajectories=batch, batch_reason=why, sampler=s.sampler, share=s.share)
-            images = finish_images(s, self.decode(latents, run_s))
+            images, redraw_rows = finish_images(s, self.decode(latents, run_s), self.model1, cancel)
+            if redraw_rows:
+                stats.rows["shape_lock_redraw"] = redraw_rows
             trace = recorder.steps(s.steps, (s.width, s.height), s.primary)
             results.append(FusionResult(seed=int(seed), settings=s, images=images, saliency=trace,
                                         stats=stats, seconds=time.perf_counter() - t0))

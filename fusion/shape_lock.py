@@ -1,0 +1,94 @@
+"""Shape lock of a fused image to the general image's silhouette, then a short re-draw by the expert
+(an option beyond MagicFusion, ``BlendOptions.shape_lock``).
+
+Why (bench/results/fusion_quality_options.md): on the prompts whose shape the expert never saw (toy
+world: triangles), the fused image's subject often takes a shape the expert knows, while the general
+model's image of the same prompt has the right silhouette. The lock keeps the general image's
+silhouette and the fused image's look:
+
+1. :func:`lock_to_silhouette`: every pixel of the fused image more than ``grow`` px outside the
+   general image's subject (its saturated pixels: in the toy world the object and nothing else)
+   becomes the fused image's own background colour (the median of its plain pixels there: neither
+   saturated nor dark);
+2. :func:`redraw`: the expert re-draws the last ``fraction`` of the DDIM schedule on that image
+   (DDIM inversion with the empty prompt from the clean image to that level, then DDIM sampling back,
+   SDEdit-style: Meng et al., "SDEdit", ICLR 2022), so outline and fill follow the kept silhouette
+   (mask-aware editing in the spirit of Blended Latent Diffusion, Avrahami et al., SIGGRAPH 2023).
+
+The same rule as the expert style engine's lock (:func:`styleid.masks.lock_silhouette`, PIL images,
+0..255), here on (n, 3, H, W) tensors in [0, 1], batched. The subject rule is the toy world's: on real
+photos with colourful backgrounds a segmentation mask would be needed.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .ddim import ddim_inverse_step, ddim_step, eps_from_prediction, previous_alpha, schedule_for
+
+__all__ = ["lock_to_silhouette", "redraw"]
+
+#: a plain (background) pixel is brighter than this mean (0..1); darker ones are outlines
+_PLAIN_MIN_MEAN = 100 / 255
+
+
+def _saturation(x: torch.Tensor) -> torch.Tensor:
+    return x.amax(0) - x.amin(0)
+
+
+def lock_to_silhouette(out: torch.Tensor, source: torch.Tensor, grow: int = 1,
+                       threshold: float = 70 / 255) -> torch.Tensor:
+    """``out`` with its pixels more than ``grow`` px outside ``source``'s saturated subject set to
+    ``out``'s background colour, sample by sample; a sample where ``source`` has fewer than 4 subject
+    pixels, or ``out`` fewer than 4 plain pixels outside it, is returned unchanged."""
+    if out.shape != source.shape or out.dim() != 4 or out.shape[1] != 3:
+        raise ValueError(f"lock_to_silhouette needs two (n, 3, H, W) images of one shape, got {tuple(out.shape)} "
+                         f"and {tuple(source.shape)}")
+    res = out.clone()
+    for i in range(out.shape[0]):
+        o, c = out[i].float(), source[i].float()
+        subject = (_saturation(c) > threshold).float()
+        if int(subject.sum()) < 4:
+            continue
+        near = F.max_pool2d(subject[None, None], 2 * grow + 1, stride=1, padding=grow)[0, 0] > 0.5
+        outside = ~near
+        plain = outside & (_saturation(o) <= threshold) & (o.mean(0) > _PLAIN_MIN_MEAN)
+        if int(plain.sum()) < 4:
+            continue
+        background = o[:, plain].median(dim=1).values
+        res[i] = torch.where(outside[None], background[:, None, None], o).to(out.dtype)
+    return res
+
+
+def _eps(model, x: torch.Tensor, t: int, context: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
+    tt = torch.full((x.shape[0],), int(t), device=model.device, dtype=torch.long)
+    out = model.unet(x.to(model.dtype), tt, encoder_hidden_states=context, return_dict=False)[0].float()
+    return eps_from_prediction(out, x, float(alphas[int(t)]), model.prediction_type)
+
+
+@torch.no_grad()
+def redraw(model, images: torch.Tensor, fraction: float, steps: int, cancel=None) -> tuple[torch.Tensor, int]:
+    """``images`` ((n, 3, H, W) in [0, 1]) re-drawn by ``model`` over the last ``fraction`` of a
+    ``steps``-step DDIM schedule: VAE-encode (posterior mode), DDIM-invert with the empty prompt to that
+    level, DDIM-sample back with the empty prompt (no guidance), decode. Returns (images, UNet rows
+    used); with fewer than one step to re-draw, the images unchanged and 0."""
+    from .ddim import check_cancel
+
+    timesteps, alphas = schedule_for(model.scheduler_config, steps)
+    n = round(len(timesteps) * float(fraction))
+    if n < 1:
+        return images, 0
+    part = list(timesteps)[-n:]
+    x = (images.to(model.device, model.dtype) * 2 - 1)
+    z = model.vae.encode(x).latent_dist.mode().float() * model.scaling_factor
+    empty = model.encode_prompts([""]).expand(z.shape[0], -1, -1)
+    asc = part[::-1]
+    for k, t in enumerate(asc):
+        check_cancel(cancel)
+        a_from = float(alphas[0]) if k == 0 else float(alphas[asc[k - 1]])
+        z = ddim_inverse_step(z, _eps(model, z, t, empty, alphas), a_from, float(alphas[t]))
+    for i, t in enumerate(part):
+        check_cancel(cancel)
+        z, _ = ddim_step(z, _eps(model, z, t, empty, alphas), float(alphas[t]), previous_alpha(alphas, part, i))
+    y = model.vae.decode((z / model.scaling_factor).to(model.vae.dtype), return_dict=False)[0]
+    return ((y.float() + 1) / 2).clamp(0, 1).cpu().to(images.dtype), 2 * n * z.shape[0]
