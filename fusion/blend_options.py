@@ -75,6 +75,8 @@ class BlendOptions:
     shape_lock_grow: the margin (px) kept around the general image's subject; default 1.
     shape_lock_redraw: the share of the schedule the expert re-draws after the lock, in [0, 0.99]
         (0 = the lock alone); default 0.3 (dev seed: 0.2-0.4 alike, see fusion_quality_options.md).
+    shape_lock_prompt: False: the re-draw is unconditional; True: conditioned on the expert's prompt
+        with the request's guidance scale (one more UNet row per re-drawn step).
     """
 
     general_window: tuple[int, int] | None = None
@@ -86,6 +88,7 @@ class BlendOptions:
     shape_lock: bool = False
     shape_lock_grow: int = 1
     shape_lock_redraw: float = 0.3
+    shape_lock_prompt: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "general_window", _window("general_window", self.general_window))
@@ -103,7 +106,7 @@ class BlendOptions:
                 raise ValueError(f"blend.{name} must be a number in {'(' if lo_open else '['}{lo:g}, {hi:g}], "
                                  f"got {getattr(self, name)!r}")
             object.__setattr__(self, name, v)
-        for name in ("recolor", "shape_lock"):
+        for name in ("recolor", "shape_lock", "shape_lock_prompt"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"blend.{name} must be true or false, got {getattr(self, name)!r}")
         g = self.shape_lock_grow
@@ -222,10 +225,10 @@ def with_general_image(settings):
     return replace(settings, trajectories=tuple(settings.trajectories) + ("general",))
 
 
-def finish_images(settings, images: dict, expert=None, cancel=None) -> tuple[dict, int]:
+def finish_images(settings, images: dict, expert=None, prompt: str = "", cancel=None) -> tuple[dict, int]:
     """After decoding: the shape lock and the expert's re-draw (``blend.shape_lock``; ``expert``: the
-    expert's loaded model), then the recolouring (``blend.recolor``); the general image dropped when it
-    was produced only for them. Returns (images, the re-draw's UNet batch rows)."""
+    expert's loaded model, ``prompt`` its prompt), then the recolouring (``blend.recolor``); the general
+    image dropped when it was produced only for them. Returns (images, the re-draw's UNet batch rows)."""
     b = settings.blend
     if b is None or not b.needs_general_image or "fused" not in images:
         return images, 0
@@ -236,7 +239,8 @@ def finish_images(settings, images: dict, expert=None, cancel=None) -> tuple[dic
         if expert is None:
             raise ValueError("blend.shape_lock needs the expert model for its re-draw")
         locked = lock_to_silhouette(out["fused"], images["general"], b.shape_lock_grow, b.recolor_saturation)
-        out["fused"], rows = redraw(expert, locked, b.shape_lock_redraw, settings.steps, cancel)
+        out["fused"], rows = redraw(expert, locked, b.shape_lock_redraw, settings.steps,
+                                    prompt if b.shape_lock_prompt else None, settings.guidance_scale, cancel)
     if b.recolor:
         from .recolor import recolor_subject
 

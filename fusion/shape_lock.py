@@ -67,11 +67,14 @@ def _eps(model, x: torch.Tensor, t: int, context: torch.Tensor, alphas: torch.Te
 
 
 @torch.no_grad()
-def redraw(model, images: torch.Tensor, fraction: float, steps: int, cancel=None) -> tuple[torch.Tensor, int]:
+def redraw(model, images: torch.Tensor, fraction: float, steps: int, prompt: str | None = None,
+           guidance: float = 1.0, cancel=None) -> tuple[torch.Tensor, int]:
     """``images`` ((n, 3, H, W) in [0, 1]) re-drawn by ``model`` over the last ``fraction`` of a
     ``steps``-step DDIM schedule: VAE-encode (posterior mode), DDIM-invert with the empty prompt to that
-    level, DDIM-sample back with the empty prompt (no guidance), decode. Returns (images, UNet rows
-    used); with fewer than one step to re-draw, the images unchanged and 0."""
+    level, DDIM-sample back, decode. The sampling is unconditional (``prompt`` None), or conditioned
+    on ``prompt`` with classifier-free ``guidance`` (Ho & Salimans 2022; 1 = the condition alone).
+    Returns (images, UNet batch rows used); with fewer than one step to re-draw, the images unchanged
+    and 0."""
     from .ddim import check_cancel
 
     timesteps, alphas = schedule_for(model.scheduler_config, steps)
@@ -87,8 +90,17 @@ def redraw(model, images: torch.Tensor, fraction: float, steps: int, cancel=None
         check_cancel(cancel)
         a_from = float(alphas[0]) if k == 0 else float(alphas[asc[k - 1]])
         z = ddim_inverse_step(z, _eps(model, z, t, empty, alphas), a_from, float(alphas[t]))
+    b = z.shape[0]
+    guided = prompt is not None and float(guidance) != 1.0
+    if prompt is None:
+        context = empty
+    else:
+        cond = model.encode_prompts([prompt]).expand(b, -1, -1)
+        context = torch.cat([empty, cond]) if guided else cond
     for i, t in enumerate(part):
         check_cancel(cancel)
-        z, _ = ddim_step(z, _eps(model, z, t, empty, alphas), float(alphas[t]), previous_alpha(alphas, part, i))
+        e = _eps(model, torch.cat([z, z]) if guided else z, t, context, alphas)
+        eps = e[:b] + float(guidance) * (e[b:] - e[:b]) if guided else e
+        z, _ = ddim_step(z, eps, float(alphas[t]), previous_alpha(alphas, part, i))
     y = model.vae.decode((z / model.scaling_factor).to(model.vae.dtype), return_dict=False)[0]
-    return ((y.float() + 1) / 2).clamp(0, 1).cpu().to(images.dtype), 2 * n * z.shape[0]
+    return ((y.float() + 1) / 2).clamp(0, 1).cpu().to(images.dtype), n * b * (3 if guided else 2)

@@ -77,6 +77,12 @@ def test_redraw_is_styleids_inversion_and_sampling(tiny_pipe):
     assert np.abs(_u8(got) - np.asarray(want).astype(int)).max() <= 1
     same, none = redraw(expert, _t(np.asarray(img)), 0.0, 10)
     assert none == 0 and torch.equal(same, _t(np.asarray(img)))
+    # conditioned on the expert's prompt with guidance: styleid's guided sampling
+    got, rows = redraw(expert, _t(np.asarray(img)), 0.3, 10, prompt="a cartoon of a red circle", guidance=7.5)
+    z, _ = sample(expert, zt, part, alphas, InjectionSettings(steps=10, prompt="a cartoon of a red circle",
+                                                              guidance=7.5))
+    [want] = decode_latent(expert, z)
+    assert rows == 3 * 3 and np.abs(_u8(got) - np.asarray(want).astype(int)).max() <= 1
 
 
 def test_shape_lock_in_the_pipeline_is_lock_then_redraw_then_recolor(tiny_pipe):
@@ -94,7 +100,7 @@ def test_shape_lock_in_the_pipeline_is_lock_then_redraw_then_recolor(tiny_pipe):
 
 def test_shape_lock_settings_are_checked():
     assert BlendOptions(shape_lock=True).as_dict() == {"shape_lock": True}
-    for bad in ({"shape_lock": 1}, {"shape_lock_grow": -1}, {"shape_lock_grow": 2.5}, {"shape_lock_redraw": 1.0},
+    for bad in ({"shape_lock": 1}, {"shape_lock_prompt": "yes"}, {"shape_lock_grow": -1}, {"shape_lock_grow": 2.5}, {"shape_lock_redraw": 1.0},
                 {"shape_lock_redraw": -0.1}):
         with pytest.raises(SettingsError, match="blend"):
             FusionSettings(blend=bad).validated()
