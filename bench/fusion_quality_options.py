@@ -35,6 +35,8 @@ ROWS = {
     "general_window_500_400": {"blend": {"general_window": [500, 400]}},
     "recolor": {"blend": {"recolor": True}},
     "general_window+recolor": {"blend": {"general_window": [500, 400], "recolor": True}},
+    "shape_lock+recolor": {"blend": {"shape_lock": True, "recolor": True}},
+    "shape_lock_prompt+recolor": {"blend": {"shape_lock": True, "shape_lock_prompt": True, "recolor": True}},
     "recommended": None,  # the prompt file's per-family settings (composed from the rows above by --merge)
 }
 
