@@ -74,6 +74,8 @@ def merge(out: Path, tags: list[str], spec: dict) -> dict:
     results, records, meta = {}, [], {}
     for tag in tags:
         d = json.loads((out / f"fusion_quality_{tag}.json").read_text())
+        for r in d["rows"].values():
+            r.setdefault("samples_per_seed", d.get("samples_per_seed", 1))
         results.update(d["rows"])
         meta = {k: v for k, v in d.items() if k != "rows"}
         with open(out / f"fusion_quality_{tag}.csv") as f:
@@ -85,15 +87,17 @@ def merge(out: Path, tags: list[str], spec: dict) -> dict:
         for r in rows:
             for k in ("joint", "prompt_ok", "cartoon", "seed", "sample"):
                 r[k] = int(r[k])
-        for label, keep in (("faithful (bench/results/fusion_quality.csv, 4 samples/seed)", rows),
-                            ("faithful (same csv, sample 0 of each seed)", [r for r in rows if r["sample"] == 0])):
+        for label, keep, k in (("faithful (bench/results/fusion_quality.csv, 4 samples/seed)", rows, 4),
+                               ("faithful (same csv, sample 0 of each seed)", [r for r in rows if r["sample"] == 0], 1)):
             results[label] = dict(families=family_rows(keep), all_joint=float(np.mean([r["joint"] for r in keep])),
-                                  settings={}, source=str(faithful_csv.name))
+                                  settings={}, source=str(faithful_csv.name), samples_per_seed=k)
     rec = compose_recommended(spec, results)
     if rec is not None and "recommended" not in results:
         n = sum(v["n"] for v in rec.values())
+        draws = {results[v["from_row"]].get("samples_per_seed", 1) for v in rec.values()}
         results["recommended"] = dict(families=rec, all_joint=sum(v["joint"] * v["n"] for v in rec.values()) / n,
-                                      composed=True, settings={f: spec["families"][f]["settings"] for f in rec})
+                                      composed=True, settings={f: spec["families"][f]["settings"] for f in rec},
+                                      samples_per_seed=min(draws))
     fams = sorted(spec["families"])
     (out / "fusion_quality_options.json").write_text(json.dumps(dict(meta, rows=results, merged_from=tags), indent=2))
     (out / "fusion_quality_options_table.md").write_text(markdown(results, fams) + "\n")
@@ -119,12 +123,13 @@ def family_rows(records: list[dict]) -> dict:
 
 
 def markdown(results: dict, fams: list[str]) -> str:
-    head = "| option | " + " | ".join(fams) + " | all |"
-    lines = [head, "|" + "---|" * (len(fams) + 2)]
+    head = "| option | draws/seed | " + " | ".join(fams) + " | all |"
+    lines = [head, "|" + "---|" * (len(fams) + 3)]
     for row, res in results.items():
         cells = [f"{res['families'][f]['joint']:.2f} [{res['families'][f]['seed_min']:.2f}-"
                  f"{res['families'][f]['seed_max']:.2f}]" for f in fams]
-        lines.append(f"| {row} | " + " | ".join(cells) + f" | {res['all_joint']:.3f} |")
+        lines.append(f"| {row} | {res.get('samples_per_seed', 1)} | " + " | ".join(cells)
+                     + f" | {res['all_joint']:.3f} |")
     return "\n".join(lines)
 
 
@@ -173,7 +178,7 @@ def main(argv=None):
             r["option"] = row
         all_records += recs
         results[row] = dict(families=family_rows(recs), all_joint=float(np.mean([r["joint"] for r in recs])),
-                            seconds=time.time() - t0, settings=ROWS[row] if ROWS[row] is not None else {
+                            seconds=time.time() - t0, samples_per_seed=a.samples, settings=ROWS[row] if ROWS[row] is not None else {
                                 f: v["settings"] for f, v in spec["families"].items()})
         print(f"{row:26s} " + " | ".join(f"{f} {results[row]['families'][f]['joint']:.2f}" for f in fams)
               + f" | all {results[row]['all_joint']:.3f}  ({results[row]['seconds']:.0f} s)", flush=True)
