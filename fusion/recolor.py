@@ -13,23 +13,29 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["recolor_subject"]
+__all__ = ["recolor_subject", "saturation", "check_image_pair"]
 
 
-def _saturation(x: torch.Tensor) -> torch.Tensor:
+def saturation(x: torch.Tensor) -> torch.Tensor:
+    """Per-pixel RGB max - min of one (3, H, W) image (the toy world's subject rule)."""
     return x.amax(0) - x.amin(0)
+
+
+def check_image_pair(what: str, out: torch.Tensor, source: torch.Tensor) -> None:
+    """A ValueError naming ``what`` unless ``out`` and ``source`` are (n, 3, H, W) images of one shape."""
+    if out.shape != source.shape or out.dim() != 4 or out.shape[1] != 3:
+        raise ValueError(f"{what} needs two (n, 3, H, W) images of one shape, got {tuple(out.shape)} "
+                         f"and {tuple(source.shape)}")
 
 
 def recolor_subject(out: torch.Tensor, source: torch.Tensor, threshold: float = 70 / 255) -> torch.Tensor:
     """``out``'s saturated region gets ``source``'s saturated-region colour statistics, sample by sample;
     a sample where either image has fewer than 4 saturated pixels is returned unchanged."""
-    if out.shape != source.shape or out.dim() != 4 or out.shape[1] != 3:
-        raise ValueError(f"recolor_subject needs two (n, 3, H, W) images of one shape, got {tuple(out.shape)} "
-                         f"and {tuple(source.shape)}")
+    check_image_pair("recolor_subject", out, source)
     res = out.clone()
     for i in range(out.shape[0]):
         o, c = out[i].float(), source[i].float()
-        so, sc = _saturation(o), _saturation(c)
+        so, sc = saturation(o), saturation(c)
         mo, mc = so > threshold, sc > threshold
         if int(mo.sum()) < 4 or int(mc.sum()) < 4:
             continue

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .ddim import ddim_inverse_step, ddim_step, eps_from_prediction, previous_alpha, schedule_for
+from .recolor import check_image_pair, saturation
 
 __all__ = ["lock_to_silhouette", "redraw"]
 
@@ -32,27 +33,21 @@ __all__ = ["lock_to_silhouette", "redraw"]
 _PLAIN_MIN_MEAN = 100 / 255
 
 
-def _saturation(x: torch.Tensor) -> torch.Tensor:
-    return x.amax(0) - x.amin(0)
-
-
 def lock_to_silhouette(out: torch.Tensor, source: torch.Tensor, grow: int = 1,
                        threshold: float = 70 / 255) -> torch.Tensor:
     """``out`` with its pixels more than ``grow`` px outside ``source``'s saturated subject set to
     ``out``'s background colour, sample by sample; a sample where ``source`` has fewer than 4 subject
     pixels, or ``out`` fewer than 4 plain pixels outside it, is returned unchanged."""
-    if out.shape != source.shape or out.dim() != 4 or out.shape[1] != 3:
-        raise ValueError(f"lock_to_silhouette needs two (n, 3, H, W) images of one shape, got {tuple(out.shape)} "
-                         f"and {tuple(source.shape)}")
+    check_image_pair("lock_to_silhouette", out, source)
     res = out.clone()
     for i in range(out.shape[0]):
         o, c = out[i].float(), source[i].float()
-        subject = (_saturation(c) > threshold).float()
+        subject = (saturation(c) > threshold).float()
         if int(subject.sum()) < 4:
             continue
         near = F.max_pool2d(subject[None, None], 2 * grow + 1, stride=1, padding=grow)[0, 0] > 0.5
         outside = ~near
-        plain = outside & (_saturation(o) <= threshold) & (o.mean(0) > _PLAIN_MIN_MEAN)
+        plain = outside & (saturation(o) <= threshold) & (o.mean(0) > _PLAIN_MIN_MEAN)
         if int(plain.sum()) < 4:
             continue
         background = o[:, plain].median(dim=1).values
