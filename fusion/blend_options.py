@@ -225,10 +225,12 @@ def with_general_image(settings):
     return replace(settings, trajectories=tuple(settings.trajectories) + ("general",))
 
 
-def finish_images(settings, images: dict, expert=None, prompt: str = "", cancel=None) -> tuple[dict, int]:
+def finish_images(settings, images: dict, expert=None, prompt: str = "", cancel=None,
+                  expert_denoiser=None) -> tuple[dict, int]:
     """After decoding: the shape lock and the expert's re-draw (``blend.shape_lock``; ``expert``: the
-    expert's loaded model, ``prompt`` its prompt), then the recolouring (``blend.recolor``); the general
-    image dropped when it was produced only for them. Returns (images, the re-draw's UNet batch rows)."""
+    expert's loaded model, ``prompt`` its prompt, ``expert_denoiser`` its side's denoiser as the
+    sampler ran it), then the recolouring (``blend.recolor``); the general image dropped when it was
+    produced only for them. Returns (images, the re-draw's UNet batch rows)."""
     b = settings.blend
     if b is None or not b.needs_general_image or "fused" not in images:
         return images, 0
@@ -240,7 +242,8 @@ def finish_images(settings, images: dict, expert=None, prompt: str = "", cancel=
             raise ValueError("blend.shape_lock needs the expert model for its re-draw")
         locked = lock_to_silhouette(out["fused"], images["general"], b.shape_lock_grow, b.recolor_saturation)
         out["fused"], rows = redraw(expert, locked, b.shape_lock_redraw, settings.steps,
-                                    prompt if b.shape_lock_prompt else None, settings.guidance_scale, cancel)
+                                    prompt if b.shape_lock_prompt else None, settings.guidance_scale, cancel,
+                                    expert_denoiser)
     if b.recolor:
         from .recolor import recolor_subject
 

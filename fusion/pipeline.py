@@ -299,7 +299,8 @@ class FusionPipeline:
                 share=s.share, batch_trajectories=batch, solver=solver)
             _check_cancel(cancel)  # a Stop during the last step skips the decode
             stats.choices.update(batch_trajectories=batch, batch_reason=why, sampler=s.sampler, share=s.share)
-            images, redraw_rows = finish_images(s, self.decode(latents, run_s), self.model1, prompt, cancel)
+            images, redraw_rows = finish_images(s, self.decode(latents, run_s), self.model1, prompt, cancel,
+                                                self._denoiser(self.model1))
             if redraw_rows:
                 stats.rows["shape_lock_redraw"] = redraw_rows
             trace = recorder.steps(s.steps, (s.width, s.height), s.primary)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .ddim import ddim_inverse_step, ddim_step, eps_from_prediction, previous_alpha, schedule_for
+from .ddim import check_cancel, ddim_inverse_step, ddim_step, previous_alpha, schedule_for
 from .recolor import check_image_pair, saturation
 
 __all__ = ["lock_to_silhouette", "redraw"]
@@ -55,27 +55,28 @@ def lock_to_silhouette(out: torch.Tensor, source: torch.Tensor, grow: int = 1,
     return res
 
 
-def _eps(model, x: torch.Tensor, t: int, context: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
-    tt = torch.full((x.shape[0],), int(t), device=model.device, dtype=torch.long)
-    out = model.unet(x.to(model.dtype), tt, encoder_hidden_states=context, return_dict=False)[0].float()
-    return eps_from_prediction(out, x, float(alphas[int(t)]), model.prediction_type)
-
-
 @torch.no_grad()
 def redraw(model, images: torch.Tensor, fraction: float, steps: int, prompt: str | None = None,
-           guidance: float = 1.0, cancel=None) -> tuple[torch.Tensor, int]:
+           guidance: float = 1.0, cancel=None, denoiser=None) -> tuple[torch.Tensor, int]:
     """``images`` ((n, 3, H, W) in [0, 1]) re-drawn by ``model`` over the last ``fraction`` of a
     ``steps``-step DDIM schedule: VAE-encode (posterior mode), DDIM-invert with the empty prompt to that
     level, DDIM-sample back, decode. The sampling is unconditional (``prompt`` None), or conditioned
     on ``prompt`` with classifier-free ``guidance`` (Ho & Salimans 2022; 1 = the condition alone).
+    ``denoiser``: the model's side as the pipeline runs it (``eps(x, t, context)``; a shared UNet's
+    LoRA adapter is switched by it, :func:`fusion.lora.denoiser_for`); None: made here the same way.
     Returns (images, UNet batch rows used); with fewer than one step to re-draw, the images unchanged
     and 0."""
-    from .ddim import check_cancel
+    from .lora import denoiser_for
 
     timesteps, alphas = schedule_for(model.scheduler_config, steps)
     n = round(len(timesteps) * float(fraction))
     if n < 1:
         return images, 0
+    unet = denoiser if denoiser is not None else denoiser_for(model, alphas, "expert_unet")
+
+    def predict(x: torch.Tensor, t: int, context: torch.Tensor) -> torch.Tensor:
+        return unet(x.to(model.dtype), int(t), context.to(model.dtype)).float()
+
     part = list(timesteps)[-n:]
     x = (images.to(model.device, model.dtype) * 2 - 1)
     z = model.vae.encode(x).latent_dist.mode().float() * model.scaling_factor
@@ -84,7 +85,7 @@ def redraw(model, images: torch.Tensor, fraction: float, steps: int, prompt: str
     for k, t in enumerate(asc):
         check_cancel(cancel)
         a_from = float(alphas[0]) if k == 0 else float(alphas[asc[k - 1]])
-        z = ddim_inverse_step(z, _eps(model, z, t, empty, alphas), a_from, float(alphas[t]))
+        z = ddim_inverse_step(z, predict(z, t, empty), a_from, float(alphas[t]))
     b = z.shape[0]
     guided = prompt is not None and float(guidance) != 1.0
     if prompt is None:
@@ -94,7 +95,7 @@ def redraw(model, images: torch.Tensor, fraction: float, steps: int, prompt: str
         context = torch.cat([empty, cond]) if guided else cond
     for i, t in enumerate(part):
         check_cancel(cancel)
-        e = _eps(model, torch.cat([z, z]) if guided else z, t, context, alphas)
+        e = predict(torch.cat([z, z]) if guided else z, t, context)
         eps = e[:b] + float(guidance) * (e[b:] - e[:b]) if guided else e
         z, _ = ddim_step(z, eps, float(alphas[t]), previous_alpha(alphas, part, i))
     y = model.vae.decode((z / model.scaling_factor).to(model.vae.dtype), return_dict=False)[0]

@@ -326,3 +326,25 @@ def test_toyworld_lora_stage_writes_a_lora_that_fits_toy_general_and_resumes(tmp
     assert model.unet_adapter and not lora.text_encoder
     train.main(args)  # finished: a rerun does not train again
     assert (tmp_path / "run" / "lora" / "done.json").read_text() == done
+
+
+def test_shape_lock_redraw_runs_the_expert_side_of_a_shared_unet(base, kohya):
+    """The shape lock's re-draw (fusion/shape_lock.py) is the expert's: with the expert a LoRA on the
+    general model's own UNet (one UNet, two sides), it equals the run with the LoRA merged into a copy."""
+    from dataclasses import replace
+
+    path, deltas = kohya
+    # the general model primary and alone on the last steps: its side is the last the sampler ran
+    s = replace(SETTINGS, fusion_selection="600,1,1", mode=2, primary="general", trajectories=("fused",),
+                blend={"shape_lock": True, "shape_lock_redraw": 0.4, "shape_lock_prompt": True})
+    pipe = FusionPipeline.from_paths(base, base, device="cpu", lora=LoraSettings(lora1=str(path), lora1_scale=0.7))
+    assert pipe.model0.unet is pipe.model1.unet
+    general, merged = load_model(base, device="cpu"), load_model(base, device="cpu")
+    LF.merge_into(merged, deltas, scale=0.7)
+    got, want = run(pipe, s), run(FusionPipeline(general, merged), s)
+    assert got.stats.rows["shape_lock_redraw"] == 2 * 3 * 2  # 2 of 5 steps, inversion + guided sampling
+    assert max_diff(got, want) < TOL
+    # the re-draw matters, and the adapter does: the base model's re-draw is far from it
+    assert (got.images["fused"] - run(pipe).images["fused"]).abs().max() > 100 * TOL
+    base_side = FusionPipeline(general, load_model(base, device="cpu"))
+    assert (run(base_side, s).images["fused"] - got.images["fused"]).abs().max() > 100 * TOL
